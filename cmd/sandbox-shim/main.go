@@ -1,0 +1,32 @@
+// Command containerd-shim-sandbox-v1 is the io.sandbox.v1 containerd runtime.
+// The same binary is the containers' init (libcontainer re-executes it as
+// "init"), so that path is taken before the shim library parses flags.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/opencontainers/runc/libcontainer"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter"
+
+	"github.com/sandbox-shim/sandbox-shim/internal/manager"
+	"github.com/sandbox-shim/sandbox-shim/internal/task"
+)
+
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		// Runs after nsenter's C constructor joined the namespaces; never returns.
+		libcontainer.Init()
+	}
+}
+
+func main() {
+	task.Register()
+	shim.RunShim(context.Background(), manager.New("io.sandbox.v1"), noReaper)
+}
+
+// noReaper leaves every wait to libcontainer and the process package: a
+// second reaper would steal exit statuses (ECHILD races).
+func noReaper(c *shim.Config) { c.NoReaper = true }

@@ -1,0 +1,168 @@
+// Package manager implements the shim binary's lifecycle actions: start (spawn
+// the long-lived shim server), delete (clean up after a dead shim) and info.
+// Modelled on containerd-shim-runc-v2's manager.
+package manager
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/v2/defaults"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/sandbox-shim/internal/sandbox"
+)
+
+// Version is the shim's version, reported by Info.
+var Version = "0.1.0"
+
+// New returns the shim manager for runtime name.
+func New(name string) shim.Shim { return manager{name: name} }
+
+type manager struct{ name string }
+
+func (m manager) Name() string { return m.name }
+
+type shimSocket struct {
+	addr string
+	s    *net.UnixListener
+	f    *os.File
+}
+
+func (s *shimSocket) Close() {
+	if s.s != nil {
+		s.s.Close()
+	}
+	if s.f != nil {
+		s.f.Close()
+	}
+	_ = shim.RemoveSocket(s.addr)
+}
+
+func newShimSocket(ctx context.Context, root, grpcAddress, id string) (*shimSocket, error) {
+	address, err := shim.CreateSocketAddress(ctx, root, grpcAddress, id, false)
+	if err != nil {
+		return nil, err
+	}
+	socket, err := shim.NewSocket(address)
+	if err != nil {
+		if !shim.SocketEaddrinuse(err) {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+		if shim.CanConnect(address) {
+			return &shimSocket{addr: address}, errdefs.ErrAlreadyExists
+		}
+		if err := shim.RemoveSocket(address); err != nil {
+			return nil, fmt.Errorf("remove stale shim socket: %w", err)
+		}
+		if socket, err = shim.NewSocket(address); err != nil {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+	}
+	s := &shimSocket{addr: address, s: socket}
+	f, err := socket.File()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.f = f
+	return s, nil
+}
+
+// Start spawns the shim server for one sandbox and returns its address.
+// Every sandbox gets its own shim process, so one sandbox's trouble never
+// reaches another's.
+func (m manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
+	id := opts.GetInstanceID()
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-namespace", ns, "-id", id, "-address", opts.GetContainerdGrpcAddress()}
+	if opts.GetLogLevel() <= bootapi.LogLevel_LOG_LEVEL_DEBUG {
+		args = append(args, "-debug")
+	}
+	socketDir := opts.GetSocketDir()
+	if socketDir == "" {
+		socketDir = filepath.Join(defaults.DefaultStateDir, "s")
+	}
+	result := &bootapi.BootstrapResult{Version: 3, Protocol: "ttrpc"}
+	s, err := newShimSocket(ctx, socketDir, opts.GetContainerdGrpcAddress(), id)
+	if err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			result.Address = s.addr
+			return result, nil
+		}
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			s.Close()
+		}
+	}()
+	cmd := exec.Command(self, args...)
+	cmd.Dir = cwd
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.ExtraFiles = []*os.File{s.f}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start shim for %s: %w", id, err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = cmd.Process.Kill()
+		}
+	}()
+	go func() { _ = cmd.Wait() }()
+	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
+		return nil, fmt.Errorf("adjust shim OOM score for %s: %w", id, err)
+	}
+	result.Address = s.addr
+	return result, nil
+}
+
+// Stop runs as the shim's delete action after the shim died: it removes
+// whatever the sandbox left behind.
+func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return shim.StopStatus{}, err
+	}
+	bundle := filepath.Join(filepath.Dir(cwd), id)
+	if err := sandbox.Cleanup(id, bundle, nil); err != nil {
+		log.G(ctx).WithError(err).Warn("cleanup after shim exit")
+	}
+	return shim.StopStatus{
+		ExitedAt:   time.Now(),
+		ExitStatus: 128 + int(unix.SIGKILL),
+	}, nil
+}
+
+// Info describes the runtime to containerd.
+func (m manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {
+	return &types.RuntimeInfo{
+		Name:    m.name,
+		Version: &types.RuntimeVersion{Version: Version},
+	}, nil
+}

@@ -1,0 +1,273 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/console"
+	"github.com/containerd/fifo"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/utils"
+)
+
+// Stdio names the FIFOs containerd created for one process. An empty path
+// means that stream is not wanted.
+type Stdio struct {
+	Stdin    string
+	Stdout   string
+	Stderr   string
+	Terminal bool
+}
+
+// ioWaitTimeout bounds how long an exit waits for output still buffered in
+// the pipes: a daemon that inherited stdout must not hold the exit event.
+const ioWaitTimeout = 2 * time.Second
+
+// stdio moves bytes between containerd's FIFOs and the process: through
+// pipes, or through the pty master libcontainer sends over the console socket.
+// The shim always sits in the middle so that it, not the container, owns the
+// FIFOs, exactly as the runc shim does.
+type stdio struct {
+	cfg Stdio
+
+	// pipe mode: the child's ends are closed once the process started.
+	childFiles []*os.File
+	stdinW     *os.File // shim's end of the process' stdin
+	stdoutR    *os.File
+	stderrR    *os.File
+
+	// terminal mode
+	consoleParent *os.File
+	consoleChild  *os.File
+	console       console.Console
+
+	// stdinCloser holds a writer on the stdin FIFO so that the process sees
+	// EOF only once CloseIO is called, not when a client detaches.
+	stdinCloser io.Closer
+	closers     []io.Closer
+	copying     sync.WaitGroup
+	closeOnce   sync.Once
+	mu          sync.Mutex
+}
+
+// newStdio prepares the process' stdio before it starts.
+func newStdio(cfg Stdio, lp *libcontainer.Process) (_ *stdio, retErr error) {
+	s := &stdio{cfg: cfg}
+	defer func() {
+		if retErr != nil {
+			s.close()
+		}
+	}()
+	if cfg.Stdin != "" {
+		sc, err := fifo.OpenFifo(context.Background(), cfg.Stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open stdin fifo %s: %w", cfg.Stdin, err)
+		}
+		s.stdinCloser = sc
+	}
+	if cfg.Terminal {
+		parent, child, err := utils.NewSockPair("console")
+		if err != nil {
+			return nil, fmt.Errorf("console socket: %w", err)
+		}
+		s.consoleParent, s.consoleChild = parent, child
+		lp.ConsoleSocket = child
+		return s, nil
+	}
+	if cfg.Stdin != "" {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		s.childFiles = append(s.childFiles, r)
+		s.stdinW = w
+		lp.Stdin = r
+	}
+	if cfg.Stdout != "" {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		s.childFiles = append(s.childFiles, w)
+		s.stdoutR = r
+		lp.Stdout = w
+	}
+	if cfg.Stderr != "" {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		s.childFiles = append(s.childFiles, w)
+		s.stderrR = r
+		lp.Stderr = w
+	}
+	return s, nil
+}
+
+// started runs once libcontainer started the process: it drops the child's
+// ends and begins copying.
+func (s *stdio) started() error {
+	for _, f := range s.childFiles {
+		f.Close()
+	}
+	s.childFiles = nil
+	if s.cfg.Terminal {
+		s.consoleChild.Close()
+		s.consoleChild = nil
+		f, err := utils.RecvFile(s.consoleParent)
+		s.consoleParent.Close()
+		s.consoleParent = nil
+		if err != nil {
+			return fmt.Errorf("receive console: %w", err)
+		}
+		c, err := console.ConsoleFromFile(f)
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("console: %w", err)
+		}
+		if err := console.ClearONLCR(c.Fd()); err != nil {
+			c.Close()
+			return fmt.Errorf("console: %w", err)
+		}
+		s.mu.Lock()
+		s.console = c
+		s.mu.Unlock()
+		if s.cfg.Stdin != "" {
+			go s.copyIn(c, nil)
+		}
+		if s.cfg.Stdout != "" {
+			s.copyOut(s.cfg.Stdout, c)
+		}
+		return nil
+	}
+	if s.stdinW != nil {
+		go s.copyIn(s.stdinW, s.stdinW)
+	}
+	if s.stdoutR != nil {
+		s.copyOut(s.cfg.Stdout, s.stdoutR)
+	}
+	if s.stderrR != nil {
+		s.copyOut(s.cfg.Stderr, s.stderrR)
+	}
+	return nil
+}
+
+// copyIn copies the stdin FIFO into the process until the FIFO reaches EOF
+// (the client closed it and CloseIO dropped the shim's own writer).
+func (s *stdio) copyIn(dst io.Writer, closeAfter io.Closer) {
+	in, err := fifo.OpenFifo(context.Background(), s.cfg.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return
+	}
+	s.addCloser(in)
+	buf := make([]byte, 32<<10)
+	_, _ = io.CopyBuffer(dst, in, buf)
+	in.Close()
+	if closeAfter != nil {
+		closeAfter.Close()
+	}
+}
+
+// copyOut copies one output stream into its FIFO. A read-side handle on the
+// FIFO is kept open too, as the runc shim does, so the process never gets
+// EPIPE when a client detaches.
+func (s *stdio) copyOut(path string, src io.Reader) {
+	s.copying.Add(1)
+	go func() {
+		defer s.copying.Done()
+		w, err := fifo.OpenFifo(context.Background(), path, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			_, _ = io.Copy(io.Discard, src)
+			return
+		}
+		s.addCloser(w)
+		r, err := fifo.OpenFifo(context.Background(), path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			s.addCloser(r)
+		}
+		buf := make([]byte, 32<<10)
+		_, _ = io.CopyBuffer(w, src, buf)
+		// The pty returns EIO once the last slave fd closed: a normal end.
+		w.Close()
+		if r != nil {
+			r.Close()
+		}
+	}()
+}
+
+func (s *stdio) addCloser(c io.Closer) {
+	s.mu.Lock()
+	s.closers = append(s.closers, c)
+	s.mu.Unlock()
+}
+
+// wait waits for the output streams to drain, at most ioWaitTimeout.
+func (s *stdio) wait() {
+	done := make(chan struct{})
+	go func() {
+		s.copying.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(ioWaitTimeout):
+	}
+}
+
+// closeStdin implements CloseIO.
+func (s *stdio) closeStdin() error {
+	s.mu.Lock()
+	c := s.stdinCloser
+	s.stdinCloser = nil
+	s.mu.Unlock()
+	if c != nil {
+		return c.Close()
+	}
+	return nil
+}
+
+func (s *stdio) resize(ws console.WinSize) error {
+	s.mu.Lock()
+	c := s.console
+	s.mu.Unlock()
+	if c == nil {
+		return errors.New("process has no terminal")
+	}
+	return c.Resize(ws)
+}
+
+// close releases everything; copies still running end with errors.
+func (s *stdio) close() {
+	s.closeOnce.Do(func() {
+		for _, f := range s.childFiles {
+			f.Close()
+		}
+		for _, f := range []*os.File{s.stdinW, s.stdoutR, s.stderrR, s.consoleParent, s.consoleChild} {
+			if f != nil {
+				f.Close()
+			}
+		}
+		s.mu.Lock()
+		closers := s.closers
+		s.closers = nil
+		c := s.console
+		sc := s.stdinCloser
+		s.stdinCloser = nil
+		s.mu.Unlock()
+		for _, c := range closers {
+			c.Close()
+		}
+		if sc != nil {
+			sc.Close()
+		}
+		if c != nil {
+			c.Close()
+		}
+	})
+}

@@ -1,0 +1,182 @@
+// Package process runs one container process (a task's init or an exec)
+// through libcontainer and owns everything about it: stdio, the single wait
+// on its pid, and its exit status.
+package process
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/console"
+	"github.com/opencontainers/runc/libcontainer"
+)
+
+// Status is where a process is in its life.
+type Status int
+
+const (
+	Created Status = iota
+	Running
+	Stopped
+)
+
+func (s Status) String() string {
+	switch s {
+	case Created:
+		return "created"
+	case Running:
+		return "running"
+	default:
+		return "stopped"
+	}
+}
+
+// ErrNotStarted and ErrFinished say why a process cannot take a signal.
+var (
+	ErrNotStarted = errors.New("process not started")
+	ErrFinished   = errors.New("process already finished")
+)
+
+// Process is one process libcontainer runs.
+type Process struct {
+	// ID is containerd's exec id, or the task id for the init.
+	ID    string
+	Stdio Stdio
+
+	lp *libcontainer.Process
+	io *stdio
+
+	mu         sync.Mutex
+	status     Status
+	pid        int
+	exitStatus int
+	exitedAt   time.Time
+	done       chan struct{}
+}
+
+// New prepares a process; nothing runs until Start.
+func New(id string, lp *libcontainer.Process, cfg Stdio) (*Process, error) {
+	io, err := newStdio(cfg, lp)
+	if err != nil {
+		return nil, err
+	}
+	return &Process{ID: id, Stdio: cfg, lp: lp, io: io, done: make(chan struct{})}, nil
+}
+
+// Start starts the process with run (libcontainer's Container.Start for an
+// init, Container.Run for an exec). From then on this Process is the only
+// waiter on its pid: onExit runs once it exited and its output drained.
+func (p *Process) Start(run func(*libcontainer.Process) error, onExit func(*Process)) error {
+	if err := run(p.lp); err != nil {
+		p.io.close()
+		p.setExited(-1)
+		return err
+	}
+	pid, err := p.lp.Pid()
+	if err != nil {
+		p.io.close()
+		p.setExited(-1)
+		return fmt.Errorf("process pid: %w", err)
+	}
+	p.mu.Lock()
+	p.pid = pid
+	p.status = Running
+	p.mu.Unlock()
+	ioErr := p.io.started()
+	go p.reap(onExit)
+	if ioErr != nil {
+		_ = p.lp.Signal(syscall.SIGKILL)
+		return ioErr
+	}
+	return nil
+}
+
+// reap is the one wait on the process. libcontainer waits for its own
+// helper processes, and the shim library's SIGCHLD reaper is disabled, so no
+// other code path can take this exit status away.
+func (p *Process) reap(onExit func(*Process)) {
+	ps, _ := p.lp.Wait()
+	status := 255
+	if ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+			if ws.Signaled() {
+				status = 128 + int(ws.Signal())
+			} else {
+				status = ws.ExitStatus()
+			}
+		}
+	}
+	p.io.wait()
+	p.setExited(status)
+	if onExit != nil {
+		onExit(p)
+	}
+}
+
+func (p *Process) setExited(status int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.status == Stopped {
+		return
+	}
+	p.status = Stopped
+	p.exitStatus = status
+	p.exitedAt = time.Now()
+	close(p.done)
+}
+
+// Pid is the host pid, 0 before start.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pid
+}
+
+// Status reports the life stage.
+func (p *Process) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+// Exit returns the exit status and time; valid once Done is closed.
+func (p *Process) Exit() (int, time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exitStatus, p.exitedAt
+}
+
+// Done is closed when the process exited (or failed to start).
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Signal sends sig to the process itself.
+func (p *Process) Signal(sig os.Signal) error {
+	switch p.Status() {
+	case Created:
+		return ErrNotStarted
+	case Stopped:
+		return ErrFinished
+	}
+	if err := p.lp.Signal(sig); err != nil {
+		if errors.Is(err, os.ErrProcessDone) {
+			return ErrFinished
+		}
+		return err
+	}
+	return nil
+}
+
+// CloseStdin implements containerd's CloseIO.
+func (p *Process) CloseStdin() error { return p.io.closeStdin() }
+
+// Resize implements containerd's ResizePty.
+func (p *Process) Resize(width, height uint32) error {
+	return p.io.resize(console.WinSize{Width: uint16(width), Height: uint16(height)})
+}
+
+// Close releases stdio; the process must have exited or never started.
+func (p *Process) Close() { p.io.close() }

@@ -1,0 +1,527 @@
+// Package task is the shim's containerd task service. It stays thin: each
+// call is translated into an operation on a sandbox, and errors become
+// containerd's errdefs at this boundary.
+package task
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/runtime"
+	"github.com/containerd/containerd/v2/pkg/oom"
+	oomv1 "github.com/containerd/containerd/v2/pkg/oom/v1"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandbox-shim/sandbox-shim/internal/process"
+	"github.com/sandbox-shim/sandbox-shim/internal/sandbox"
+)
+
+var (
+	_     = shim.TTRPCService(&service{})
+	empty = &ptypes.Empty{}
+)
+
+type service struct {
+	ctx       context.Context
+	publisher shim.Publisher
+	shutdown  shutdown.Service
+	events    chan any
+	cg1oom    oom.Watcher
+
+	// lifecycle serialises Create/Delete against Shutdown.
+	lifecycle sync.Mutex
+	mu        sync.Mutex
+	sandboxes map[string]*sandbox.Sandbox
+}
+
+// NewTaskService returns the task service for one shim process.
+func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
+	s := &service{
+		ctx:       ctx,
+		publisher: publisher,
+		shutdown:  sd,
+		events:    make(chan any, 128),
+		sandboxes: map[string]*sandbox.Sandbox{},
+	}
+	if w, err := oomv1.New(publisher); err == nil {
+		s.cg1oom = w
+		go w.Run(ctx)
+	} else {
+		log.G(ctx).WithError(err).Warn("no cgroup v1 OOM watcher")
+	}
+	go s.forward()
+	if address, err := shim.ReadAddress("address"); err == nil {
+		sd.RegisterCallback(func(context.Context) error {
+			return shim.RemoveSocket(address)
+		})
+	}
+	return s, nil
+}
+
+// RegisterTTRPC implements shim.TTRPCService.
+func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+func (s *service) forward() {
+	ctx := context.WithoutCancel(s.ctx)
+	defer s.publisher.Close()
+	publish := func(e any) {
+		if err := s.publisher.Publish(ctx, runtime.GetTopic(e), e); err != nil {
+			log.G(ctx).WithError(err).Error("post event")
+		}
+	}
+	for {
+		select {
+		case e := <-s.events:
+			publish(e)
+		case <-s.shutdown.Done():
+			for {
+				select {
+				case e := <-s.events:
+					publish(e)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *service) send(e any) { s.events <- e }
+
+func (s *service) get(id string) (*sandbox.Sandbox, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sb, ok := s.sandboxes[id]
+	if !ok {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "sandbox %s does not exist", id)
+	}
+	return sb, nil
+}
+
+func (s *service) process(id, execID string) (*sandbox.Sandbox, *process.Process, error) {
+	sb, err := s.get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := sb.Process(execID)
+	if err != nil {
+		return nil, nil, errgrpc.ToGRPC(err)
+	}
+	return sb, p, nil
+}
+
+// onExit publishes a process' exit; the sandbox calls it once per process.
+func (s *service) onExit(sb *sandbox.Sandbox, p *process.Process) {
+	status, at := p.Exit()
+	execID := p.ID
+	if p == sb.Init() {
+		execID = sb.ID
+	}
+	s.send(&eventstypes.TaskExit{
+		ContainerID: sb.ID,
+		ID:          execID,
+		Pid:         uint32(p.Pid()),
+		ExitStatus:  uint32(status),
+		ExitedAt:    protobuf.ToTimestamp(at),
+	})
+}
+
+// Create builds the sandbox and its (not yet started) init.
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	s.lifecycle.Lock()
+	defer s.lifecycle.Unlock()
+	if r.Checkpoint != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "sandbox %s: restore from checkpoint is not supported", r.ID)
+	}
+	s.mu.Lock()
+	_, exists := s.sandboxes[r.ID]
+	s.mu.Unlock()
+	if exists {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrAlreadyExists, "sandbox %s already exists", r.ID)
+	}
+	var mounts []mount.Mount
+	for _, m := range r.Rootfs {
+		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	sb, err := sandbox.Create(ctx, sandbox.Config{
+		ID:     r.ID,
+		Bundle: r.Bundle,
+		Rootfs: mounts,
+		Stdio:  process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+	}, s.onExit)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.mu.Lock()
+	s.sandboxes[r.ID] = sb
+	s.mu.Unlock()
+	pid := uint32(sb.Init().Pid())
+	s.send(&eventstypes.TaskCreate{
+		ContainerID: r.ID,
+		Bundle:      r.Bundle,
+		Rootfs:      r.Rootfs,
+		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Pid:         pid,
+	})
+	s.watchOOM(ctx, sb)
+	return &taskAPI.CreateTaskResponse{Pid: pid}, nil
+}
+
+// watchOOM starts OOM notifications right at create: the cgroup already holds
+// the waiting init, and a fast OOM must not be missed.
+func (s *service) watchOOM(ctx context.Context, sb *sandbox.Sandbox) {
+	cg, err := sb.Cgroup()
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("id", sb.ID).Warn("no cgroup to watch for OOM")
+		return
+	}
+	switch cg := cg.(type) {
+	case cgroup1.Cgroup:
+		if s.cg1oom != nil {
+			if err := s.cg1oom.Add(sb.ID, cg); err != nil {
+				log.G(ctx).WithError(err).WithField("id", sb.ID).Warn("add cgroup to OOM monitor")
+			}
+		}
+	case *cgroupsv2.Manager:
+		go s.watchOOMv2(sb.ID, cg)
+	}
+}
+
+func (s *service) watchOOMv2(id string, cg *cgroupsv2.Manager) {
+	evs, errs := cg.EventChan()
+	var last uint64
+	for {
+		select {
+		case ev := <-evs:
+			if ev.OOMKill > last {
+				s.send(&eventstypes.TaskOOM{ContainerID: id})
+			}
+			last = ev.OOMKill
+		case <-errs:
+			return
+		}
+	}
+}
+
+// Start starts the init, or an exec when ExecID is set.
+func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	sb, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.ExecID == "" {
+		if err := sb.Start(ctx); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		pid := uint32(sb.Init().Pid())
+		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
+		return &taskAPI.StartResponse{Pid: pid}, nil
+	}
+	p, err := sb.StartExec(ctx, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.send(&eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: uint32(p.Pid())})
+	return &taskAPI.StartResponse{Pid: uint32(p.Pid())}, nil
+}
+
+// Delete removes an exec, or the whole sandbox for the init.
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	sb, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.ExecID != "" {
+		p, err := sb.DeleteExec(r.ExecID)
+		if err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		status, at := p.Exit()
+		return &taskAPI.DeleteResponse{Pid: uint32(p.Pid()), ExitStatus: uint32(status), ExitedAt: protobuf.ToTimestamp(at)}, nil
+	}
+	s.lifecycle.Lock()
+	defer s.lifecycle.Unlock()
+	if err := sb.Delete(ctx); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	init := sb.Init()
+	if !sb.Started() {
+		// Never started: Destroy killed it; let its reaper record that.
+		<-init.Done()
+	}
+	init.Close()
+	s.mu.Lock()
+	delete(s.sandboxes, r.ID)
+	s.mu.Unlock()
+	status, at := init.Exit()
+	s.send(&eventstypes.TaskDelete{
+		ContainerID: r.ID,
+		Pid:         uint32(init.Pid()),
+		ExitStatus:  uint32(status),
+		ExitedAt:    protobuf.ToTimestamp(at),
+	})
+	return &taskAPI.DeleteResponse{Pid: uint32(init.Pid()), ExitStatus: uint32(status), ExitedAt: protobuf.ToTimestamp(at)}, nil
+}
+
+// Exec registers an exec process.
+func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
+	sb, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Spec == nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox %s: exec %q has no process spec", r.ID, r.ExecID)
+	}
+	var ps specs.Process
+	if err := typeurl.UnmarshalTo(r.Spec, &ps); err != nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox %s: exec %q: bad process spec: %v", r.ID, r.ExecID, err)
+	}
+	if _, err := sb.Exec(ctx, r.ExecID, &ps, process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.send(&eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
+	return empty, nil
+}
+
+// ResizePty resizes a process' terminal.
+func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
+	_, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Resize(r.Width, r.Height); err != nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "sandbox %s: resize %q: %v", r.ID, r.ExecID, err)
+	}
+	return empty, nil
+}
+
+// State reports a process.
+func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	sb, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	var st task.Status
+	switch p.Status() {
+	case process.Created:
+		st = task.Status_CREATED
+	case process.Running:
+		st = task.Status_RUNNING
+		if r.ExecID == "" && !sb.Started() {
+			st = task.Status_CREATED
+		} else if sb.Paused() {
+			st = task.Status_PAUSED
+		}
+	default:
+		st = task.Status_STOPPED
+	}
+	status, at := p.Exit()
+	id := p.ID
+	if r.ExecID == "" {
+		id = sb.ID
+	}
+	return &taskAPI.StateResponse{
+		ID:         id,
+		Bundle:     sb.Bundle,
+		Pid:        uint32(p.Pid()),
+		Status:     st,
+		Stdin:      p.Stdio.Stdin,
+		Stdout:     p.Stdio.Stdout,
+		Stderr:     p.Stdio.Stderr,
+		Terminal:   p.Stdio.Terminal,
+		ExitStatus: uint32(status),
+		ExitedAt:   protobuf.ToTimestamp(at),
+		ExecID:     r.ExecID,
+	}, nil
+}
+
+// Pause freezes the sandbox.
+func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
+	sb, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := sb.Pause(); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.send(&eventstypes.TaskPaused{ContainerID: r.ID})
+	return empty, nil
+}
+
+// Resume thaws it.
+func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes.Empty, error) {
+	sb, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := sb.Resume(); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.send(&eventstypes.TaskResumed{ContainerID: r.ID})
+	return empty, nil
+}
+
+// Kill signals a process, or every process of the sandbox.
+func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	sb, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := sb.Kill(r.ExecID, syscall.Signal(r.Signal), r.All); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return empty, nil
+}
+
+// Pids lists the sandbox's processes, naming exec ids where known.
+func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	sb, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := sb.Pids()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	execs := sb.ExecIDs()
+	var out []*task.ProcessInfo
+	for _, pid := range pids {
+		info := &task.ProcessInfo{Pid: uint32(pid)}
+		if id, ok := execs[pid]; ok {
+			a, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: id})
+			if err != nil {
+				return nil, fmt.Errorf("sandbox %s: marshal process %d info: %w", r.ID, pid, err)
+			}
+			info.Info = a
+		}
+		out = append(out, info)
+	}
+	return &taskAPI.PidsResponse{Processes: out}, nil
+}
+
+// CloseIO closes a process' stdin.
+func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
+	_, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Stdin {
+		if err := p.CloseStdin(); err != nil {
+			return nil, errgrpc.ToGRPCf(errdefs.ErrUnknown, "sandbox %s: close stdin of %q: %v", r.ID, r.ExecID, err)
+		}
+	}
+	return empty, nil
+}
+
+// Checkpoint is not supported: a sandbox's secrets must never reach an image.
+func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*ptypes.Empty, error) {
+	return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "sandbox %s: checkpoint is not supported by io.sandbox.v1", r.ID)
+}
+
+// Update applies new cgroup resources.
+func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
+	sb, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Resources == nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox %s: update without resources", r.ID)
+	}
+	var res specs.LinuxResources
+	if err := typeurl.UnmarshalTo(r.Resources, &res); err != nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox %s: update: bad resources: %v", r.ID, err)
+	}
+	if err := sb.Update(&res); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return empty, nil
+}
+
+// Wait blocks until the process exited, or the caller gives up.
+func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	_, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+		return nil, errgrpc.ToGRPC(ctx.Err())
+	}
+	status, at := p.Exit()
+	return &taskAPI.WaitResponse{ExitStatus: uint32(status), ExitedAt: protobuf.ToTimestamp(at)}, nil
+}
+
+// Connect tells containerd (again, after its restart) who serves the task.
+func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	var pid int
+	if sb, err := s.get(r.ID); err == nil {
+		pid = sb.Init().Pid()
+	}
+	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: uint32(pid)}, nil
+}
+
+// Shutdown exits the shim once it serves no sandbox.
+func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
+	s.lifecycle.Lock()
+	defer s.lifecycle.Unlock()
+	s.mu.Lock()
+	n := len(s.sandboxes)
+	s.mu.Unlock()
+	if n > 0 {
+		return empty, nil
+	}
+	s.shutdown.Shutdown()
+	return empty, nil
+}
+
+// Stats returns the sandbox's cgroup metrics.
+func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	sb, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	cgx, err := sb.Cgroup()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	var stats any
+	switch cg := cgx.(type) {
+	case cgroup1.Cgroup:
+		stats, err = cg.Stat(cgroup1.IgnoreNotExist)
+	case *cgroupsv2.Manager:
+		stats, err = cg.Stat()
+	default:
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "sandbox %s: unsupported cgroup type %T", r.ID, cg)
+	}
+	if err != nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrUnknown, "sandbox %s: stats: %v", r.ID, err)
+	}
+	data, err := typeurl.MarshalAny(stats)
+	if err != nil {
+		return nil, err
+	}
+	return &taskAPI.StatsResponse{Stats: typeurl.MarshalProto(data)}, nil
+}

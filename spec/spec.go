@@ -1,0 +1,133 @@
+// Package spec turns the OCI bundle containerd hands the shim into libcontainer
+// configurations. Everything here is a pure function of its inputs, so it is
+// tested with golden files and never touches the host.
+package spec
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// ControlPlane returns the libcontainer config for the task's init container,
+// built like runc would build it from the bundle. bundle makes a relative
+// root path absolute (specconv would otherwise resolve it against the cwd).
+func ControlPlane(id, bundle string, s *specs.Spec) (*configs.Config, error) {
+	if s == nil {
+		return nil, errors.New("bundle has no spec")
+	}
+	if s.Root == nil || s.Root.Path == "" {
+		return nil, errors.New("bundle spec has no root path")
+	}
+	if s.Process == nil {
+		return nil, errors.New("bundle spec has no process")
+	}
+	if len(s.Process.Args) == 0 {
+		return nil, errors.New("bundle spec process has no args")
+	}
+	if s.Linux == nil {
+		return nil, errors.New("bundle spec has no linux section")
+	}
+	c := *s
+	root := *s.Root
+	if !filepath.IsAbs(root.Path) {
+		root.Path = filepath.Join(bundle, root.Path)
+	}
+	c.Root = &root
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName:   id,
+		Spec:         &c,
+		NoNewKeyring: false,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("convert bundle spec: %w", err)
+	}
+	return cfg, nil
+}
+
+// Process converts an OCI process (the init's, or an exec's) into the
+// libcontainer process that runs it, mirroring runc's own conversion.
+func Process(p *specs.Process) (*libcontainer.Process, error) {
+	if p == nil {
+		return nil, errors.New("no process spec")
+	}
+	if len(p.Args) == 0 {
+		return nil, errors.New("process has no args")
+	}
+	nnp := p.NoNewPrivileges
+	lp := &libcontainer.Process{
+		Args:            p.Args,
+		Env:             p.Env,
+		UID:             int(p.User.UID),
+		GID:             int(p.User.GID),
+		Cwd:             p.Cwd,
+		Label:           p.SelinuxLabel,
+		NoNewPrivileges: &nnp,
+		AppArmorProfile: p.ApparmorProfile,
+		Scheduler:       p.Scheduler,
+		IOPriority:      p.IOPriority,
+	}
+	if p.ConsoleSize != nil {
+		lp.ConsoleWidth = uint16(p.ConsoleSize.Width)
+		lp.ConsoleHeight = uint16(p.ConsoleSize.Height)
+	}
+	if c := p.Capabilities; c != nil {
+		lp.Capabilities = &configs.Capabilities{
+			Bounding:    c.Bounding,
+			Effective:   c.Effective,
+			Inheritable: c.Inheritable,
+			Permitted:   c.Permitted,
+			Ambient:     c.Ambient,
+		}
+	}
+	for _, g := range p.User.AdditionalGids {
+		lp.AdditionalGroups = append(lp.AdditionalGroups, int(g))
+	}
+	for _, r := range p.Rlimits {
+		rl, err := Rlimit(r)
+		if err != nil {
+			return nil, err
+		}
+		lp.Rlimits = append(lp.Rlimits, rl)
+	}
+	aff, err := configs.ConvertCPUAffinity(p.ExecCPUAffinity)
+	if err != nil {
+		return nil, fmt.Errorf("exec cpu affinity: %w", err)
+	}
+	lp.CPUAffinity = aff
+	return lp, nil
+}
+
+var rlimits = map[string]int{
+	"RLIMIT_CPU":        unix.RLIMIT_CPU,
+	"RLIMIT_FSIZE":      unix.RLIMIT_FSIZE,
+	"RLIMIT_DATA":       unix.RLIMIT_DATA,
+	"RLIMIT_STACK":      unix.RLIMIT_STACK,
+	"RLIMIT_CORE":       unix.RLIMIT_CORE,
+	"RLIMIT_RSS":        unix.RLIMIT_RSS,
+	"RLIMIT_NPROC":      unix.RLIMIT_NPROC,
+	"RLIMIT_NOFILE":     unix.RLIMIT_NOFILE,
+	"RLIMIT_MEMLOCK":    unix.RLIMIT_MEMLOCK,
+	"RLIMIT_AS":         unix.RLIMIT_AS,
+	"RLIMIT_LOCKS":      unix.RLIMIT_LOCKS,
+	"RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
+	"RLIMIT_MSGQUEUE":   unix.RLIMIT_MSGQUEUE,
+	"RLIMIT_NICE":       unix.RLIMIT_NICE,
+	"RLIMIT_RTPRIO":     unix.RLIMIT_RTPRIO,
+	"RLIMIT_RTTIME":     unix.RLIMIT_RTTIME,
+}
+
+// Rlimit converts one OCI rlimit.
+func Rlimit(r specs.POSIXRlimit) (configs.Rlimit, error) {
+	t, ok := rlimits[r.Type]
+	if !ok {
+		return configs.Rlimit{}, fmt.Errorf("unknown rlimit type %q", r.Type)
+	}
+	return configs.Rlimit{Type: t, Hard: r.Hard, Soft: r.Soft}, nil
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type stats struct {
+	Median  float64   `json:"median"`
+	P90     float64   `json:"p90"`
+	Min     float64   `json:"min"`
+	Max     float64   `json:"max"`
+	Mean    float64   `json:"mean"`
+	Samples []float64 `json:"samples"` // in run order
+}
+
+type result struct {
+	Runtime string `json:"runtime"`
+	StartMS stats  `json:"start_ms"`
+	ExecMS  stats  `json:"exec_ms"`
+	Memory  memory `json:"shim_memory"`
+}
+
+type ratio struct {
+	Metric string  `json:"metric"`
+	Value  float64 `json:"value"`
+	Target float64 `json:"target"` // value must be <= target
+	Pass   bool    `json:"pass"`
+}
+
+type report struct {
+	Time     time.Time `json:"time"`
+	Kernel   string    `json:"kernel"`
+	CPUs     int       `json:"cpus"`
+	N        int       `json:"n"`
+	Quick    bool      `json:"quick"`
+	Runtimes [2]string `json:"runtimes"`
+	Results  []result  `json:"results"`
+	// Ratios are Runtimes[0] over Runtimes[1], against the targets of the issue.
+	Ratios []ratio `json:"ratios"`
+	Pass   bool    `json:"pass"`
+}
+
+func newReport(cfg config) *report {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	return &report{
+		Time:     time.Now().UTC(),
+		Kernel:   unix.ByteSliceToString(uts.Release[:]),
+		CPUs:     runtime.NumCPU(),
+		N:        cfg.n,
+		Quick:    cfg.quick,
+		Runtimes: cfg.runtimes,
+	}
+}
+
+func summarize(ds []time.Duration) stats {
+	ms := make([]float64, len(ds))
+	for i, d := range ds {
+		ms[i] = float64(d.Microseconds()) / 1000
+	}
+	s := stats{Samples: ms}
+	if len(ms) == 0 {
+		return s
+	}
+	sorted := slices.Sorted(slices.Values(ms))
+	n := len(sorted)
+	if n%2 == 1 {
+		s.Median = sorted[n/2]
+	} else {
+		s.Median = (sorted[n/2-1] + sorted[n/2]) / 2
+	}
+	s.P90 = sorted[int(math.Ceil(0.9*float64(n)))-1] // nearest rank
+	s.Min, s.Max = sorted[0], sorted[n-1]
+	for _, v := range ms {
+		s.Mean += v
+	}
+	s.Mean /= float64(n)
+	return s
+}
+
+// judge computes the ratios against the issue's targets.
+func (r *report) judge() {
+	a, b := r.Results[0], r.Results[1]
+	add := func(metric string, x, y, target float64) {
+		if y <= 0 { // nothing to compare against (JSON cannot hold NaN)
+			r.Ratios = append(r.Ratios, ratio{Metric: metric, Target: target})
+			return
+		}
+		r.Ratios = append(r.Ratios, ratio{Metric: metric, Value: x / y, Target: target, Pass: x/y <= target})
+	}
+	add("exec latency (median)", a.ExecMS.Median, b.ExecMS.Median, 1.0)
+	add("start latency (median)", a.StartMS.Median, b.StartMS.Median, 1.2)
+	add("shim RSS (idle container)", float64(a.Memory.RSSKiB), float64(b.Memory.RSSKiB), 1.5)
+	r.Pass = true
+	for _, x := range r.Ratios {
+		r.Pass = r.Pass && x.Pass
+	}
+}
+
+func (r *report) print(w io.Writer) {
+	fmt.Fprintf(w, "\n%d measured runs per runtime and latency, kernel %s, %d CPUs", r.N, r.Kernel, r.CPUs)
+	if r.Quick {
+		fmt.Fprint(w, " (quick: smoke run, not a measurement)")
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "runtime\tstart median\tp90\tmin\texec median\tp90\tmin\tshim RSS\tPSS\ttree PSS\t")
+	for _, x := range r.Results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Runtime,
+			ms(x.StartMS.Median), ms(x.StartMS.P90), ms(x.StartMS.Min),
+			ms(x.ExecMS.Median), ms(x.ExecMS.P90), ms(x.ExecMS.Min),
+			mib(x.Memory.RSSKiB), mib(x.Memory.PSSKiB),
+			fmt.Sprintf("%s (%d procs)", mib(x.Memory.TreePSSKiB), x.Memory.TreeProcs))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s / %s\tratio\ttarget\t\n", short(r.Runtimes[0]), short(r.Runtimes[1]))
+	for _, x := range r.Ratios {
+		verdict := "PASS"
+		if !x.Pass {
+			verdict = "FAIL"
+		}
+		fmt.Fprintf(tw, "%s\t%.2fx\t<= %.1fx\t%s\n", x.Metric, x.Value, x.Target, verdict)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+func ms(v float64) string { return fmt.Sprintf("%.1f ms", v) }
+
+func mib(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
+
+// short names a runtime in the ratio header: io.sandbox.v1 -> sandbox, io.containerd.runc.v2 -> runc.
+func short(rt string) string {
+	parts := strings.Split(rt, ".")
+	if len(parts) >= 2 {
+		return parts[len(parts)-2]
+	}
+	return rt
+}
+
+// write stores the report as JSON, atomically so a reader never sees half a file.
+func (r *report) write(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode results: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
+}
