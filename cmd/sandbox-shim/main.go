@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/opencontainers/runc/libcontainer"
+	_ "github.com/opencontainers/cgroups/devices" // device rules for the cgroupfs manager
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/manager"

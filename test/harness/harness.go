@@ -178,6 +178,8 @@ func (d *Daemon) writeConfig() error {
 	fmt.Fprintf(&b, "version = 4\n")
 	fmt.Fprintf(&b, "root = %q\n", filepath.Join(d.Dir, "root"))
 	fmt.Fprintf(&b, "state = %q\n", d.StateDir)
+	// No drop-ins from the host's /etc/containerd/conf.d.
+	b.WriteString("imports = []\n")
 	fmt.Fprintf(&b, "disabled_plugins = [")
 	for i, p := range disabledPlugins {
 		if i > 0 {
@@ -186,10 +188,13 @@ func (d *Daemon) writeConfig() error {
 		fmt.Fprintf(&b, "%q", p)
 	}
 	b.WriteString("]\n\n")
-	fmt.Fprintf(&b, "[grpc]\n  address = %q\n\n", d.Address)
-	fmt.Fprintf(&b, "[ttrpc]\n  address = %q\n\n", d.Address+".ttrpc")
-	fmt.Fprintf(&b, "[debug]\n  address = %q\n  level = \"info\"\n\n", filepath.Join(d.Dir, "debug.sock"))
-	b.WriteString("[metrics]\n  address = \"\"\n\n")
+	// Version 4 reads the listeners from their server plugins; top-level
+	// [grpc]/[ttrpc] sections are silently ignored.
+	fmt.Fprintf(&b, "[debug]\n  level = \"info\"\n\n")
+	fmt.Fprintf(&b, "[plugins.'io.containerd.server.v1.grpc']\n  address = %q\n\n", d.Address)
+	fmt.Fprintf(&b, "[plugins.'io.containerd.server.v1.ttrpc']\n  address = %q\n\n", d.Address+".ttrpc")
+	b.WriteString("[plugins.'io.containerd.server.v1.debug']\n  address = \"\"\n\n")
+	b.WriteString("[plugins.'io.containerd.server.v1.metrics']\n  address = \"\"\n\n")
 	fmt.Fprintf(&b, "[plugins.'io.containerd.shim.v1.manager']\n  socket_dir = %q\n", filepath.Join(d.Dir, "s"))
 	if err := os.WriteFile(d.config, []byte(b.String()), 0o600); err != nil {
 		return fmt.Errorf("write containerd config: %w", err)
@@ -452,10 +457,17 @@ func (d *Daemon) deleteAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Alive reports whether pid exists and is not a zombie. Orphaned shims are
+// reparented to pid 1, which on some machines (this VM's init) never reaps
+// them, so a dead shim can stay a zombie indefinitely.
+func Alive(pid int) bool {
+	return unix.Kill(pid, 0) == nil && !isZombie(pid)
+}
+
 func waitGone(pids []int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for _, pid := range pids {
-		for unix.Kill(pid, 0) == nil && !isZombie(pid) {
+		for Alive(pid) {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("pid %d still alive after SIGKILL", pid)
 			}

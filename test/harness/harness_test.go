@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -137,7 +136,7 @@ func TestRuncEcho(t *testing.T) {
 		t.Errorf("%s still exists: %v", dir, err)
 	}
 	for _, pid := range append(shims, taskPID) {
-		if syscall.Kill(pid, 0) == nil {
+		if harness.Alive(pid) {
 			t.Errorf("pid %d still alive", pid)
 		}
 	}

@@ -1,0 +1,142 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/console"
+	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/sandbox-shim/sandbox-shim/test/harness"
+)
+
+// runOnPty runs cmd with a fresh pty of the given size as its controlling terminal and
+// stdio (as a user's shell would), and returns everything written to the terminal and the
+// exit code.
+func runOnPty(t *testing.T, cmd *exec.Cmd, rows, cols uint16, timeout time.Duration) (string, int) {
+	t.Helper()
+	master, slavePath, err := console.NewPty()
+	if err != nil {
+		t.Fatalf("new pty: %v", err)
+	}
+	defer master.Close()
+	if err := master.Resize(console.WinSize{Height: rows, Width: cols}); err != nil {
+		t.Fatalf("resize pty: %v", err)
+	}
+	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open pty slave: %v", err)
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		slave.Close()
+		t.Fatalf("start %v: %v", cmd.Args, err)
+	}
+	slave.Close()
+
+	var out syncBuffer
+	readDone := make(chan struct{})
+	go func() {
+		// Reading the master fails with EIO once every slave fd is closed.
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		close(readDone)
+	}()
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- cmd.Wait() }()
+	var werr error
+	select {
+	case werr = <-waitDone:
+	case <-time.After(timeout):
+		cmd.Process.Kill() //nolint:errcheck // it is our own child
+		<-waitDone
+		t.Fatalf("%v did not finish within %v", cmd.Args, timeout)
+	}
+	select {
+	case <-readDone:
+	case <-time.After(2 * time.Second):
+		// A leftover holder of the slave keeps the master open; what was read is enough.
+	}
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(werr, &ee) {
+		code = ee.ExitCode()
+	} else if werr != nil {
+		t.Fatalf("wait %v: %v", cmd.Args, werr)
+	}
+	return out.String(), code
+}
+
+func ctrCmd(ctx context.Context, args ...string) *exec.Cmd {
+	return d.Ctr(ctx, args...)
+}
+
+// TestCtrRunTTY runs `ctr run -t --rm` on a pty: the container gets a terminal sized like
+// the user's, and ctr exits with the container's exit code.
+func TestCtrRunTTY(t *testing.T) {
+	ctx := testCtx(t)
+	id := newID(t)
+	t.Cleanup(func() { removeContainer(t, id) })
+	cmd := ctrCmd(ctx, "run", "-t", "--rm", "--runtime", runtimeName,
+		"--fifo-dir", filepath.Join(d.Dir, "fifo"), harness.Image, id,
+		"sh", "-c", `tty; [ -t 0 ] && echo isatty-yes; stty size; exit 4`)
+	out, code := runOnPty(t, cmd, 27, 93, 30*time.Second)
+	if code != 4 {
+		t.Fatalf("ctr run exit code = %d, want 4; output %q", code, out)
+	}
+	if !ptsRe.MatchString(out) || !strings.Contains(out, "isatty-yes") {
+		t.Fatalf("container stdio is not a terminal: %q", out)
+	}
+	if !strings.Contains(out, "27 93") {
+		t.Fatalf("container terminal size is not the user's (27 93): %q", out)
+	}
+	if _, err := d.Client.LoadContainer(ctx, id); err == nil {
+		t.Fatalf("ctr run --rm left container %s", id)
+	}
+}
+
+// TestCtrExecTTY runs `ctr task exec -t` on a pty into a running container.
+func TestCtrExecTTY(t *testing.T) {
+	ctx := testCtx(t)
+	id := newID(t)
+	c := newContainer(t, ctx, id, oci.WithProcessArgs("sleep", "120"))
+	startTask(t, ctx, c, nullIO())
+	cmd := ctrCmd(ctx, "task", "exec", "-t", "--exec-id", "ctr-tty",
+		"--fifo-dir", filepath.Join(d.Dir, "fifo"), id,
+		"sh", "-c", `tty; [ -t 0 ] && echo isatty-yes; stty size; exit 6`)
+	out, code := runOnPty(t, cmd, 33, 101, 30*time.Second)
+	if code != 6 {
+		t.Fatalf("ctr task exec exit code = %d, want 6; output %q", code, out)
+	}
+	if !ptsRe.MatchString(out) || !strings.Contains(out, "isatty-yes") {
+		t.Fatalf("exec stdio is not a terminal: %q", out)
+	}
+	if !strings.Contains(out, "33 101") {
+		t.Fatalf("exec terminal size is not the user's (33 101): %q", out)
+	}
+	// Without -t the exec gets pipes, and ctr passes the exit code through.
+	cmd = ctrCmd(ctx, "task", "exec", "--exec-id", "ctr-notty",
+		"--fifo-dir", filepath.Join(d.Dir, "fifo"), id, "sh", "-c", `[ -t 1 ] || echo not-a-tty; exit 2`)
+	outb, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("ctr task exec without -t: err %v, output %q", err, outb)
+	}
+	if !strings.Contains(string(outb), "not-a-tty") {
+		t.Fatalf("ctr task exec without -t: output %q", outb)
+	}
+}
