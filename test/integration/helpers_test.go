@@ -46,9 +46,14 @@ func testCtx(t *testing.T) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), d.Namespace), testTimeout)
 	t.Cleanup(cancel)
-	t.Cleanup(func() { logTailOnFailure(t) })
+	if _, dup := logHooked.LoadOrStore(t, true); !dup {
+		t.Cleanup(func() { logTailOnFailure(t) })
+	}
 	return ctx
 }
+
+// logHooked records the tests that already show the log on failure.
+var logHooked sync.Map
 
 // logTailOnFailure shows the end of containerd's log (which holds the shims' logs too)
 // when the test failed, since the harness removes it at the end of the run.
