@@ -267,6 +267,10 @@ func (sb *Sandbox) Kill(execID string, sig syscall.Signal, all bool) error {
 	}
 	if err := sb.container.Signal(sig); err != nil {
 		if errors.Is(err, libcontainer.ErrNotRunning) || errors.Is(err, os.ErrProcessDone) {
+			if all {
+				// The signal to every pid above may have ended the init.
+				return nil
+			}
 			return sb.signalErr("", process.ErrFinished)
 		}
 		return fmt.Errorf("sandbox %s: kill: %w", sb.ID, err)
