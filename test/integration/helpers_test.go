@@ -33,14 +33,6 @@ const (
 
 func isRunc() bool { return runtimeName == harness.RuncRuntime }
 
-// skipUnderRunc skips checks that only make sense for our shim.
-func skipUnderRunc(t *testing.T, why string) {
-	t.Helper()
-	if isRunc() {
-		t.Skipf("specific to %s: %s", harness.SandboxRuntime, why)
-	}
-}
-
 // testCtx returns a namespaced context that ends with the test (or after testTimeout).
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
