@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/runtime"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oom"
 	oomv1 "github.com/containerd/containerd/v2/pkg/oom/v1"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
@@ -161,15 +162,20 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if exists {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrAlreadyExists, "sandbox %s already exists", r.ID)
 	}
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
 	var mounts []mount.Mount
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
 	sb, err := sandbox.Create(ctx, sandbox.Config{
-		ID:     r.ID,
-		Bundle: r.Bundle,
-		Rootfs: mounts,
-		Stdio:  process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		ID:        r.ID,
+		Namespace: ns,
+		Bundle:    r.Bundle,
+		Rootfs:    mounts,
+		Stdio:     process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 	}, s.onExit)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
