@@ -23,6 +23,15 @@ const WorkspaceTmpSize = "512m"
 // workspaceOOMScoreAdj makes the kernel pick user code first.
 const workspaceOOMScoreAdj = 1000
 
+// ReaperUID is the workspace reaper's uid: nobody, unless that is the
+// workspace user.
+func ReaperUID(st Settings) uint32 {
+	if st.UID == 65534 || st.GID == 65534 {
+		return 65533
+	}
+	return 65534
+}
+
 // WorkspaceOptions is what the workspace needs besides the bundle spec.
 type WorkspaceOptions struct {
 	Settings Settings

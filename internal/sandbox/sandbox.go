@@ -329,9 +329,12 @@ func (sb *Sandbox) buildWorkspace(net, uts *os.File) {
 		sb.wsErr = fmt.Errorf("create workspace: %w", err)
 		return
 	}
+	// The reaper runs under its own uid, so user code cannot signal,
+	// renice or prlimit it either.
+	ruid := spec.ReaperUID(sb.settings)
 	lp, err := spec.Process(&specs.Process{
 		Args: []string{spec.ReaperPath}, Cwd: "/",
-		User: specs.User{UID: sb.settings.UID, GID: sb.settings.GID},
+		User: specs.User{UID: ruid, GID: ruid},
 	})
 	if err != nil {
 		_ = ws.Destroy()
