@@ -8,8 +8,8 @@ import (
 	"os"
 
 	"github.com/containerd/containerd/v2/pkg/shim"
-	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/cgroups/devices" // device rules for the cgroupfs manager
+	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/manager"
