@@ -470,7 +470,7 @@ func (sb *Sandbox) Kill(execID string, sig syscall.Signal, all bool) error {
 		return sb.signalErr("", process.ErrFinished)
 	}
 	if err := sb.cp.Signal(sig); err != nil {
-		if errors.Is(err, libcontainer.ErrNotRunning) {
+		if errors.Is(err, libcontainer.ErrNotRunning) || errors.Is(err, os.ErrProcessDone) {
 			return sb.signalErr("", process.ErrFinished)
 		}
 		return fmt.Errorf("sandbox %s: kill: %w", sb.ID, err)
