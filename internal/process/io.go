@@ -131,10 +131,6 @@ func (s *stdio) started() error {
 			f.Close()
 			return fmt.Errorf("console: %w", err)
 		}
-		if err := console.ClearONLCR(c.Fd()); err != nil {
-			c.Close()
-			return fmt.Errorf("console: %w", err)
-		}
 		s.mu.Lock()
 		s.console = c
 		s.mu.Unlock()

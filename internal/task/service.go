@@ -69,7 +69,18 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	} else {
 		log.G(ctx).WithError(err).Warn("no cgroup v1 OOM watcher")
 	}
-	go s.forward()
+	// Events still queued at shutdown are published before the shim exits:
+	// the library exits right after the shutdown callbacks return.
+	stop, drained := make(chan struct{}), make(chan struct{})
+	go s.forward(stop, drained)
+	sd.RegisterCallback(func(ctx context.Context) error {
+		close(stop)
+		select {
+		case <-drained:
+		case <-ctx.Done():
+		}
+		return nil
+	})
 	if address, err := shim.ReadAddress("address"); err == nil {
 		sd.RegisterCallback(func(context.Context) error {
 			return shim.RemoveSocket(address)
@@ -84,8 +95,9 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 	return nil
 }
 
-func (s *service) forward() {
+func (s *service) forward(stop <-chan struct{}, drained chan<- struct{}) {
 	ctx := context.WithoutCancel(s.ctx)
+	defer close(drained)
 	defer s.publisher.Close()
 	publish := func(e any) {
 		if err := s.publisher.Publish(ctx, runtime.GetTopic(e), e); err != nil {
@@ -96,7 +108,7 @@ func (s *service) forward() {
 		select {
 		case e := <-s.events:
 			publish(e)
-		case <-s.shutdown.Done():
+		case <-stop:
 			for {
 				select {
 				case e := <-s.events:
