@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -44,7 +45,15 @@ func main() {
 	// Signals stay caught until cleanup is over, so a second Ctrl-C cannot skip d.Stop.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	rep, err := run(ctx, cfg)
+	interrupted := ctx.Err() != nil
 	stop()
+	if interrupted {
+		fmt.Fprintln(os.Stderr, "bench: interrupted")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+		os.Exit(130)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -104,6 +113,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("-runtimes %q: want two comma-separated runtime names", *runtimes)
 	}
 	cfg.runtimes = [2]string{strings.TrimSpace(parts[0]), strings.TrimSpace(parts[1])}
+	// Say "run make build" now rather than fail inside the first ctr run.
+	if slices.Contains(cfg.runtimes[:], harness.SandboxRuntime) {
+		if _, err := harness.ShimBinary(); err != nil {
+			return cfg, err
+		}
+	}
 
 	if cfg.out == "" {
 		root, err := harness.RepoRoot()

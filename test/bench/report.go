@@ -33,6 +33,7 @@ type result struct {
 }
 
 type ratio struct {
+	Key    string  `json:"key"` // exec, start, rss
 	Metric string  `json:"metric"`
 	Value  float64 `json:"value"`
 	Target float64 `json:"target"` // value must be <= target
@@ -87,22 +88,27 @@ func summarize(ds []time.Duration) stats {
 		s.Mean += v
 	}
 	s.Mean /= float64(n)
+	// Microsecond resolution is all the timer gives; drop the float noise.
+	for _, p := range []*float64{&s.Median, &s.P90, &s.Min, &s.Max, &s.Mean} {
+		*p = round(*p, 3)
+	}
 	return s
 }
 
 // judge computes the ratios against the issue's targets.
 func (r *report) judge() {
 	a, b := r.Results[0], r.Results[1]
-	add := func(metric string, x, y, target float64) {
+	add := func(key, metric string, x, y, target float64) {
 		if y <= 0 { // nothing to compare against (JSON cannot hold NaN)
-			r.Ratios = append(r.Ratios, ratio{Metric: metric, Target: target})
+			r.Ratios = append(r.Ratios, ratio{Key: key, Metric: metric, Target: target})
 			return
 		}
-		r.Ratios = append(r.Ratios, ratio{Metric: metric, Value: x / y, Target: target, Pass: x/y <= target})
+		v := round(x/y, 4)
+		r.Ratios = append(r.Ratios, ratio{Key: key, Metric: metric, Value: v, Target: target, Pass: v <= target})
 	}
-	add("exec latency (median)", a.ExecMS.Median, b.ExecMS.Median, 1.0)
-	add("start latency (median)", a.StartMS.Median, b.StartMS.Median, 1.2)
-	add("shim RSS (idle container)", float64(a.Memory.RSSKiB), float64(b.Memory.RSSKiB), 1.5)
+	add("exec", "exec latency (median)", a.ExecMS.Median, b.ExecMS.Median, 1.0)
+	add("start", "start latency (median)", a.StartMS.Median, b.StartMS.Median, 1.2)
+	add("rss", "shim RSS (idle container)", float64(a.Memory.RSSKiB), float64(b.Memory.RSSKiB), 1.5)
 	r.Pass = true
 	for _, x := range r.Ratios {
 		r.Pass = r.Pass && x.Pass
@@ -117,10 +123,15 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w)
 
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "runtime\tstart median\tp90\tmin\texec median\tp90\tmin\tshim RSS\tPSS\ttree PSS\t")
+	// Numbers align right; the runtime column is padded by hand to stay left-aligned.
+	width := len("runtime")
 	for _, x := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Runtime,
+		width = max(width, len(x.Runtime))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%-*s\tstart median\tp90\tmin\texec median\tp90\tmin\tshim RSS\tPSS\ttree PSS\t\n", width, "runtime")
+	for _, x := range r.Results {
+		fmt.Fprintf(tw, "%-*s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", width, x.Runtime,
 			ms(x.StartMS.Median), ms(x.StartMS.P90), ms(x.StartMS.Min),
 			ms(x.ExecMS.Median), ms(x.ExecMS.P90), ms(x.ExecMS.Min),
 			mib(x.Memory.RSSKiB), mib(x.Memory.PSSKiB),
@@ -140,6 +151,11 @@ func (r *report) print(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+}
+
+func round(v float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(v*p) / p
 }
 
 func ms(v float64) string { return fmt.Sprintf("%.1f ms", v) }

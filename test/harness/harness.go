@@ -39,6 +39,9 @@ const ShimBinaryName = "containerd-shim-sandbox-v1"
 
 const snapshotter = "overlayfs"
 
+// runcRoot is containerd-shim-runc-v2's default runc --root parent.
+const runcRoot = "/run/containerd/runc"
+
 // RepoRoot walks up from the working directory to the directory holding go.mod.
 func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
@@ -411,6 +414,12 @@ func (d *Daemon) Stop() error {
 	// which is unique to this daemon's namespace.
 	errs = append(errs, d.killCgroupProcs(10*time.Second))
 	errs = append(errs, d.unmountAll())
+	// The runc shim keeps runc's state outside Dir, keyed by namespace.
+	if d.Namespace != "" {
+		if err := os.RemoveAll(filepath.Join(runcRoot, d.Namespace)); err != nil {
+			errs = append(errs, fmt.Errorf("remove runc state: %w", err))
+		}
+	}
 	if d.Dir != "" {
 		if err := os.RemoveAll(d.Dir); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", d.Dir, err))
@@ -530,6 +539,11 @@ func (d *Daemon) killCgroupProcs(timeout time.Duration) error {
 		}
 		for _, pid := range live {
 			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		// A frozen task never dies of SIGKILL: thaw every cgroup (v1 and v2).
+		for _, dir := range d.cgroupDirs() {
+			_ = os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0)
+			_ = os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

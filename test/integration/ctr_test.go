@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,8 +91,8 @@ func TestCtrRunTTY(t *testing.T) {
 	id := newID(t)
 	t.Cleanup(func() { removeContainer(t, id) })
 	cmd := ctrCmd(ctx, "run", "-t", "--rm", "--runtime", runtimeName,
-		"--fifo-dir", filepath.Join(d.Dir, "fifo"), harness.Image, id,
-		"sh", "-c", `tty; [ -t 0 ] && echo isatty-yes; stty size; exit 4`)
+		"--fifo-dir", d.FIFODir(), harness.Image, id,
+		"sh", "-c", `tty; [ -t 0 ] && echo isatty-yes; `+waitSize+`; exit 4`)
 	out, code := runOnPty(t, cmd, 27, 93, 30*time.Second)
 	if code != 4 {
 		t.Fatalf("ctr run exit code = %d, want 4; output %q", code, out)
@@ -101,13 +100,17 @@ func TestCtrRunTTY(t *testing.T) {
 	if !ptsRe.MatchString(out) || !strings.Contains(out, "isatty-yes") {
 		t.Fatalf("container stdio is not a terminal: %q", out)
 	}
-	if !strings.Contains(out, "27 93") {
+	if !strings.Contains(out, "size=27 93") {
 		t.Fatalf("container terminal size is not the user's (27 93): %q", out)
 	}
 	if _, err := d.Client.LoadContainer(ctx, id); err == nil {
 		t.Fatalf("ctr run --rm left container %s", id)
 	}
 }
+
+// waitSize prints size=<rows cols> once the terminal has a size: ctr task exec -t sizes
+// the exec's terminal only after starting it.
+const waitSize = `i=0; while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null); case "$s" in ""|"0 0") sleep 0.05; i=$((i+1));; *) break;; esac; done; echo "size=$s"`
 
 // TestCtrExecTTY runs `ctr task exec -t` on a pty into a running container.
 func TestCtrExecTTY(t *testing.T) {
@@ -116,8 +119,8 @@ func TestCtrExecTTY(t *testing.T) {
 	c := newContainer(t, ctx, id, oci.WithProcessArgs("sleep", "120"))
 	startTask(t, ctx, c, nullIO())
 	cmd := ctrCmd(ctx, "task", "exec", "-t", "--exec-id", "ctr-tty",
-		"--fifo-dir", filepath.Join(d.Dir, "fifo"), id,
-		"sh", "-c", `tty; [ -t 0 ] && echo isatty-yes; stty size; exit 6`)
+		"--fifo-dir", d.FIFODir(), id,
+		"sh", "-c", `tty; [ -t 0 ] && echo isatty-yes; `+waitSize+`; exit 6`)
 	out, code := runOnPty(t, cmd, 33, 101, 30*time.Second)
 	if code != 6 {
 		t.Fatalf("ctr task exec exit code = %d, want 6; output %q", code, out)
@@ -125,12 +128,12 @@ func TestCtrExecTTY(t *testing.T) {
 	if !ptsRe.MatchString(out) || !strings.Contains(out, "isatty-yes") {
 		t.Fatalf("exec stdio is not a terminal: %q", out)
 	}
-	if !strings.Contains(out, "33 101") {
+	if !strings.Contains(out, "size=33 101") {
 		t.Fatalf("exec terminal size is not the user's (33 101): %q", out)
 	}
 	// Without -t the exec gets pipes, and ctr passes the exit code through.
 	cmd = ctrCmd(ctx, "task", "exec", "--exec-id", "ctr-notty",
-		"--fifo-dir", filepath.Join(d.Dir, "fifo"), id, "sh", "-c", `[ -t 1 ] || echo not-a-tty; exit 2`)
+		"--fifo-dir", d.FIFODir(), id, "sh", "-c", `[ -t 1 ] || echo not-a-tty; exit 2`)
 	outb, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 {

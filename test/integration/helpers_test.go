@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -47,7 +46,37 @@ func testCtx(t *testing.T) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), d.Namespace), testTimeout)
 	t.Cleanup(cancel)
+	if _, dup := logHooked.LoadOrStore(t, true); !dup {
+		t.Cleanup(func() { logTailOnFailure(t) })
+	}
 	return ctx
+}
+
+// logHooked records the tests that already show the log on failure.
+var logHooked sync.Map
+
+// logTailOnFailure shows the end of containerd's log (which holds the shims' logs too)
+// when the test failed, since the harness removes it at the end of the run.
+func logTailOnFailure(t *testing.T) {
+	if !t.Failed() {
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(d.Dir, "containerd.log"))
+	if err != nil {
+		t.Logf("containerd log: %v", err)
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	var keep []string
+	for _, l := range lines {
+		if !strings.Contains(l, "cgroup v1 is deprecated") {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) > 40 {
+		keep = keep[len(keep)-40:]
+	}
+	t.Logf("containerd log tail:\n%s", strings.Join(keep, "\n"))
 }
 
 var idCounter atomic.Int64
@@ -153,7 +182,7 @@ func poll(timeout time.Duration, f func() bool) bool {
 
 // ioCreator returns a cio.Creator with the FIFOs in the daemon's private dir.
 func ioCreator(stdin io.Reader, stdout, stderr io.Writer, tty bool) cio.Creator {
-	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(filepath.Join(d.Dir, "fifo"))}
+	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(d.FIFODir())}
 	if tty {
 		opts = append(opts, cio.WithTerminal)
 	}
@@ -386,5 +415,3 @@ func errNames(t *testing.T, err error, what string, words ...string) {
 		}
 	}
 }
-
-var errTimeout = errors.New("timeout")

@@ -71,9 +71,10 @@ func TestKillExec(t *testing.T) {
 	notExited(t, initExit, 100*time.Millisecond, "init")
 }
 
-// TestKillAll signals every process of the task: a TERM reaches exec'd processes and their
-// background children (the init, pid 1 of its namespace without a handler, ignores it),
-// then a KILL ends the whole task.
+// TestKillAll kills every process of the task with one Kill(SIGKILL, WithKillAll): exec'd
+// processes, their background children and orphans die, Pids becomes empty and the task
+// exits. (Runtimes that put execs outside the init's pid namespace must do this
+// themselves; runc gets it from the kernel.)
 func TestKillAll(t *testing.T) {
 	ctx := testCtx(t)
 	task, initExit := runningContainer(t)
@@ -84,7 +85,6 @@ func TestKillAll(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("orphan exec exit code %d", code)
 	}
-	initPid := task.Pid()
 
 	// All the sleeps must be visible in Pids before the kill.
 	var sleeps []uint32
@@ -97,50 +97,30 @@ func TestKillAll(t *testing.T) {
 		}
 		return len(sleeps) == 3
 	}) {
-		t.Fatalf("expected 3 background sleeps in Pids, got %v (pids %v)", sleeps, pidList(t, task))
+		t.Fatalf("expected 3 background sleeps in Pids, got %v (pids %s)", sleeps, pidList(t, task))
 	}
 
-	if err := task.Kill(ctx, syscall.SIGTERM, client.WithKillAll); err != nil {
-		t.Fatalf("kill all TERM: %v", err)
-	}
-	if st := waitExit(t, execExit, stepTimeout); st.ExitCode() != 143 {
-		t.Fatalf("exec after kill-all TERM exit code = %d, want 143", st.ExitCode())
-	}
-	for _, pid := range sleeps {
-		pid := pid
-		if !poll(stepTimeout, func() bool { s, _ := procState(int(pid)); return s == "" || s == "Z" }) {
-			t.Fatalf("background process %d (%s) survived kill-all TERM", pid, procCmdline(int(pid)))
-		}
-	}
-	if !poll(stepTimeout, func() bool {
-		for pid := range pidSet(t, ctx, task) {
-			if pid != initPid && strings.HasPrefix(procCmdline(int(pid)), "sleep 20") {
-				return false
-			}
-		}
-		return true
-	}) {
-		t.Fatalf("Pids still lists killed processes: %v", pidList(t, task))
-	}
-	notExited(t, initExit, 100*time.Millisecond, "init (ignores TERM)")
-
-	// A new background process, then KILL to all: nothing survives and the task exits.
-	_, bgExit := startExec(t, ctx, task, "bg2", nullIO(), false, "sh", "-c", "sleep 204 & wait")
 	if err := task.Kill(ctx, syscall.SIGKILL, client.WithKillAll); err != nil {
-		t.Fatalf("kill all KILL: %v", err)
+		t.Fatalf("kill all: %v", err)
 	}
 	if st := waitExit(t, initExit, stepTimeout); st.ExitCode() != 137 {
-		t.Fatalf("init exit code after kill-all KILL = %d, want 137", st.ExitCode())
+		t.Fatalf("init exit code after kill-all = %d, want 137", st.ExitCode())
 	}
-	if st := waitExit(t, bgExit, stepTimeout); st.ExitCode() != 137 {
-		t.Fatalf("exec exit code after kill-all KILL = %d, want 137", st.ExitCode())
+	if st := waitExit(t, execExit, stepTimeout); st.ExitCode() != 137 {
+		t.Fatalf("exec exit code after kill-all = %d, want 137", st.ExitCode())
+	}
+	for _, pid := range sleeps {
+		if !poll(stepTimeout, func() bool { s, _ := procState(int(pid)); return s == "" }) {
+			s, ppid := procState(int(pid))
+			t.Fatalf("background process %d survived kill-all (state %s, ppid %d)", pid, s, ppid)
+		}
 	}
 	if !poll(stepTimeout, func() bool {
 		infos, err := task.Pids(ctx)
 		return err == nil && len(infos) == 0
 	}) {
 		infos, err := task.Pids(ctx)
-		t.Fatalf("Pids after kill-all KILL: %v (err %v), want none", infos, err)
+		t.Fatalf("Pids after kill-all: %v (err %v), want none", infos, err)
 	}
 }
 

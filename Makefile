@@ -1,0 +1,114 @@
+# sandbox-shim. `make test` is what CI runs (.ci/run); it installs everything it needs.
+include versions.mk
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+# deps must finish before build/image start, even under -j.
+.NOTPARALLEL:
+
+GO ?= go
+OUT := _output
+OUTBIN := $(CURDIR)/$(OUT)/bin
+SHIM := bin/containerd-shim-sandbox-v1
+
+DEB_PACKAGES := busybox-static libseccomp-dev pkg-config gcc iproute2
+CONTAINERD_BINS := $(addprefix $(OUT)/bin/,containerd ctr containerd-shim-runc-v2)
+RUNC_BIN := $(OUT)/bin/runc
+
+# Static helper programs put into the test image at /usr/local/bin/<name>:
+# Go package dirs relative to the repo root (e.g. test/cmd/portgrab), built
+# with CGO_ENABLED=0.
+IMAGE_CMDS ?=
+# Further host files for the image, as SRC:DST.
+IMAGE_ADD ?=
+IMAGE_CMD_BINS := $(foreach c,$(IMAGE_CMDS),$(OUT)/imagebin/$(notdir $(c)))
+IMAGE_ADDS := $(foreach b,$(IMAGE_CMD_BINS),$(b):/usr/local/bin/$(notdir $(b))) $(IMAGE_ADD)
+
+.PHONY: all deps apt build image test vet fmt-check unit integration bench demo clean FORCE
+all: build
+
+## deps: Debian packages, then containerd, ctr, the runc shim and runc in _output/bin.
+deps: apt $(CONTAINERD_BINS) $(RUNC_BIN)
+
+apt:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEB_PACKAGES); \
+	fi
+
+# $(call stamp,FILE,VALUE) rewrites FILE only when VALUE changed, so what
+# depends on it is rebuilt only when missing or made from another value.
+stamp = @mkdir -p $(dir $1); [ "$$(cat $1 2>/dev/null)" = '$2' ] || echo '$2' > $1
+
+$(OUT)/containerd.version: FORCE
+	$(call stamp,$@,$(CONTAINERD_VERSION))
+
+$(OUT)/runc.version: FORCE
+	$(call stamp,$@,$(RUNC_VERSION))
+
+$(CONTAINERD_BINS) &: $(OUT)/containerd.version
+	GOBIN=$(OUTBIN) $(GO) install $(foreach c,containerd ctr containerd-shim-runc-v2,github.com/containerd/containerd/v2/cmd/$(c)@$(CONTAINERD_VERSION))
+	@touch $(CONTAINERD_BINS)
+
+$(RUNC_BIN): $(OUT)/runc.version
+	GOBIN=$(OUTBIN) $(GO) install -tags seccomp github.com/opencontainers/runc@$(RUNC_VERSION)
+	@touch $@
+
+## build: the shim, and every package compiles.
+build:
+	$(GO) build -tags seccomp -o $(SHIM) ./cmd/sandbox-shim
+	$(GO) build -tags seccomp ./...
+
+## image: the test image as an OCI layout tar, rebuilt when its inputs change.
+image: $(OUT)/image.tar
+
+# Always built (go's cache makes it cheap) but replaced only when the bytes
+# differ, so the image is rebuilt only when a helper really changed.
+$(OUT)/imagebin/%: FORCE
+	@mkdir -p $(@D)
+	CGO_ENABLED=0 $(GO) build -o $@.tmp ./$(filter %/$*,$(IMAGE_CMDS))
+	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
+
+IMAGE_ARGS := -name $(TEST_IMAGE) $(addprefix -add ,$(IMAGE_ADDS))
+
+# Records the generator's arguments, so adding or dropping a file rebuilds.
+$(OUT)/image.args: FORCE
+	$(call stamp,$@,$(IMAGE_ARGS))
+
+$(OUT)/image.tar: $(wildcard test/image/*.go) $(OUT)/image.args $(wildcard /bin/busybox) $(IMAGE_CMD_BINS) \
+		$(foreach a,$(IMAGE_ADD),$(firstword $(subst :, ,$(a))))
+	$(GO) run ./test/image -o $@ $(IMAGE_ARGS)
+
+## test: everything CI checks.
+test: deps build image vet fmt-check unit integration
+
+vet:
+	$(GO) vet -tags seccomp ./...
+
+fmt-check:
+	@# Same files as ./...: skip dirs go ignores (., _ prefixes) and testdata.
+	@bad=$$(gofmt -l $$(find . -name '*.go' -not -path '*/[._]?*/*' -not -path '*/testdata/*')); \
+	if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
+
+UNIT_DIRS := $(wildcard spec internal)
+unit:
+	$(if $(UNIT_DIRS),$(GO) test -tags seccomp $(addprefix ./,$(addsuffix /...,$(UNIT_DIRS))),@echo "no unit test dirs")
+
+integration:
+	$(GO) test -tags seccomp -count=1 -timeout 25m -v ./test/...
+
+bench: deps build image
+	$(GO) run -tags seccomp ./test/bench $(BENCH_ARGS)
+
+demo: deps build image
+	$(GO) run ./test/demo $(DEMO_ARGS)
+
+clean:
+	rm -rf bin $(OUT)
+
+FORCE:

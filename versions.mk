@@ -1,0 +1,4 @@
+# Every version the Makefile builds or uses. Changing one rebuilds what depends on it.
+CONTAINERD_VERSION := v2.4.2
+RUNC_VERSION := v1.4.3
+TEST_IMAGE := docker.io/sandbox-shim/test:latest
