@@ -471,6 +471,10 @@ func (sb *Sandbox) Kill(execID string, sig syscall.Signal, all bool) error {
 	}
 	if err := sb.cp.Signal(sig); err != nil {
 		if errors.Is(err, libcontainer.ErrNotRunning) || errors.Is(err, os.ErrProcessDone) {
+			if all {
+				// The signal to every pid above may have ended the init.
+				return nil
+			}
 			return sb.signalErr("", process.ErrFinished)
 		}
 		return fmt.Errorf("sandbox %s: kill: %w", sb.ID, err)
@@ -687,4 +691,16 @@ func CleanupDead(namespace, id, bundle string) error {
 		}
 	}
 	return Cleanup(id, bundle, nil, cg)
+}
+
+// WorkspaceReady is closed once the workspace was built (or failed to be).
+func (sb *Sandbox) WorkspaceReady() <-chan struct{} { return sb.wsReady }
+
+// UserCgroup loads the workspace's leaf: its own memory limit OOMs there,
+// which the sandbox cgroup's notifications do not report on cgroup v1.
+func (sb *Sandbox) UserCgroup() (any, error) {
+	if ccgroups.Mode() == ccgroups.Unified {
+		return cgroupsv2.Load(sb.paths.User)
+	}
+	return cgroup1.Load(cgroup1.StaticPath(sb.paths.User))
 }

@@ -215,15 +215,19 @@ func (s *service) watchOOM(ctx context.Context, sb *sandbox.Sandbox) {
 		log.G(ctx).WithError(err).WithField("id", sb.ID).Warn("no cgroup to watch for OOM")
 		return
 	}
+	s.addOOMWatch(ctx, sb.ID, cg)
+}
+
+func (s *service) addOOMWatch(ctx context.Context, id string, cg any) {
 	switch cg := cg.(type) {
 	case cgroup1.Cgroup:
 		if s.cg1oom != nil {
-			if err := s.cg1oom.Add(sb.ID, cg); err != nil {
-				log.G(ctx).WithError(err).WithField("id", sb.ID).Warn("add cgroup to OOM monitor")
+			if err := s.cg1oom.Add(id, cg); err != nil {
+				log.G(ctx).WithError(err).WithField("id", id).Warn("add cgroup to OOM monitor")
 			}
 		}
 	case *cgroupsv2.Manager:
-		go s.watchOOMv2(sb.ID, cg)
+		go s.watchOOMv2(id, cg)
 	}
 }
 
@@ -255,6 +259,12 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		}
 		pid := uint32(sb.Init().Pid())
 		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
+		go func() {
+			<-sb.WorkspaceReady()
+			if cg, err := sb.UserCgroup(); err == nil {
+				s.addOOMWatch(s.ctx, sb.ID, cg)
+			}
+		}()
 		return &taskAPI.StartResponse{Pid: pid}, nil
 	}
 	p, err := sb.StartExec(ctx, r.ExecID)

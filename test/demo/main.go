@@ -172,4 +172,3 @@ func checkControlPlane(pid int) error {
 	fmt.Printf("  [outside] GET http://127.0.0.1:%d/ in the sandbox's network -> %q\n", port, strings.TrimSpace(body))
 	return nil
 }
-
