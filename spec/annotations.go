@@ -140,3 +140,15 @@ func DefaultWorkspaceMemory(sandboxLimit int64) int64 {
 	}
 	return sandboxLimit - reserve
 }
+
+// ExecPidsLimit is how many of the workspace's pids one exec's process tree
+// may hold. Each exec gets its own sub-cgroup with this limit, below the
+// workspace's, so a fork bomb started by one exec leaves the rest (a
+// quarter, 16 to 256) for the next exec: the platform can always get back in.
+func ExecPidsLimit(workspaceLimit int64) int64 {
+	reserve := min(max(workspaceLimit/4, 16), 256)
+	if n := workspaceLimit - reserve; n >= workspaceLimit/2 {
+		return n
+	}
+	return max(workspaceLimit/2, 1)
+}

@@ -320,3 +320,11 @@ func TestUpdateResources(t *testing.T) {
 		t.Error("nil resources accepted")
 	}
 }
+
+func TestExecPidsLimit(t *testing.T) {
+	for _, c := range []struct{ in, want int64 }{{1024, 768}, {64, 48}, {8, 4}, {10000, 9744}, {32, 16}} {
+		if got := ExecPidsLimit(c.in); got != c.want {
+			t.Errorf("ExecPidsLimit(%d) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}

@@ -67,6 +67,10 @@ func New(id string, lp *libcontainer.Process, cfg Stdio) (*Process, error) {
 	return &Process{ID: id, Stdio: cfg, lp: lp, io: io, done: make(chan struct{})}, nil
 }
 
+// SetSubCgroups places the process in sub-cgroups of its container's
+// (libcontainer's SubCgroupPaths); call before Start.
+func (p *Process) SetSubCgroups(subs map[string]string) { p.lp.SubCgroupPaths = subs }
+
 // Start starts the process with run (libcontainer's Container.Start for an
 // init, Container.Run for an exec). From then on this Process is the only
 // waiter on its pid: onExit runs once it exited and its output drained.

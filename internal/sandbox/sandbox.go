@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	ccgroups "github.com/containerd/cgroups/v3"
@@ -71,6 +72,10 @@ type Sandbox struct {
 	ws      *libcontainer.Container
 	wsInit  *process.Process
 	wsErr   error
+
+	execSeq atomic.Uint64
+	// execCleanup removes an exec's sub-cgroups once it is deleted.
+	execCleanup map[string]func()
 
 	mu      sync.Mutex
 	started bool
@@ -204,8 +209,9 @@ func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Proc
 		ID: cfg.ID, Bundle: cfg.Bundle,
 		settings: settings, spec: s, paths: paths, cgroup: cg, res: res, reaper: reaper,
 		cp: c, onExit: onExit,
-		wsReady: make(chan struct{}),
-		execs:   map[string]*process.Process{},
+		wsReady:     make(chan struct{}),
+		execs:       map[string]*process.Process{},
+		execCleanup: map[string]func(){},
 	}
 	p, err := process.New(cfg.ID, lp, cfg.Stdio)
 	if err != nil {
@@ -424,9 +430,18 @@ func (sb *Sandbox) StartExec(ctx context.Context, execID string) (*process.Proce
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
 	}
-	if err := p.Start(ws.Run, sb.execExited); err != nil {
+	subs, cleanup, err := sb.execCgroup(ws)
+	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
 	}
+	p.SetSubCgroups(subs)
+	if err := p.Start(ws.Run, sb.execExited); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+	}
+	sb.mu.Lock()
+	sb.execCleanup[execID] = cleanup
+	sb.mu.Unlock()
 	return p, nil
 }
 
@@ -441,8 +456,13 @@ func (sb *Sandbox) DeleteExec(execID string) (*process.Process, error) {
 	}
 	sb.mu.Lock()
 	delete(sb.execs, execID)
+	cleanup := sb.execCleanup[execID]
+	delete(sb.execCleanup, execID)
 	sb.mu.Unlock()
 	p.Close()
+	if cleanup != nil {
+		cleanup()
+	}
 	return p, nil
 }
 

@@ -145,11 +145,15 @@ func (sb *sandbox) checkReaper(t *testing.T, pid int, start uint64) {
 // and new execs start; after user code kills it from inside, everything is back.
 func TestForkBomb(t *testing.T) {
 	for _, tc := range []struct{ name, script string }{
-		// The classic: short-lived shells that each start two more.
-		{"pipe", "f(){ f | f & }; f"},
+		// The classic: short-lived shells that each start two more. It burns out in about
+		// a second once the pids limit stops it, so the first shell keeps re-arming it.
+		{"pipe", "f(){ f | f & }; while :; do f; done"},
 		// Every shell loops forever forking: the pids limit stays full and every process
 		// is runnable, so it also starves the CPU.
 		{"loop", "f(){ while :; do f & done; }; f"},
+		// No forking once started: 500 spinning shells, well under the pids limit; tells
+		// CPU starvation apart from pid exhaustion.
+		{"spin", "i=0; while [ $i -lt 500 ]; do (while :; do :; done) & i=$((i+1)); done"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
@@ -165,11 +169,15 @@ func TestForkBomb(t *testing.T) {
 			}
 			t.Logf("bomb after 3s: %d processes in the workspace (peak %d), pids.current %s, pids.events %q",
 				len(sb.workspacePids()), peak, sb.cgroupFile("pids", "pids.current"), sb.cgroupFile("pids", "pids.events"))
-			if peak < 100 {
+			if peak < 400 {
 				t.Fatalf("the fork bomb did not take off (peak %d processes)", peak)
 			}
 			var durs []time.Duration
 			for i := 1; i <= 3; i++ {
+				// "During" means it: at least 400 processes when the check starts.
+				if n := len(sb.workspacePids()); n < 400 {
+					t.Fatalf("the fork bomb died down (%d processes) before check %d", n, i)
+				}
 				durs = append(durs, sb.checkAlive(t, ctx, fmt.Sprintf("during the fork bomb (%d/3)", i)))
 				t.Logf("  workspace processes now: %d", len(sb.workspacePids()))
 			}

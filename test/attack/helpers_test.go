@@ -229,18 +229,27 @@ func (sb *sandbox) cgroupFile(ctrl, name string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// workspacePids lists the host pids in the workspace cgroup.
+// workspacePids lists the host pids in the workspace cgroup and any sub-cgroups the shim
+// makes under it (one per exec).
 func (sb *sandbox) workspacePids() []int {
 	for _, ctrl := range []string{"pids", "memory", "freezer", "unified"} {
-		if _, ok := sb.userCg[ctrl]; !ok {
+		dir, ok := sb.userCg[ctrl]
+		if !ok {
 			continue
 		}
 		var pids []int
-		for _, f := range strings.Fields(sb.cgroupFile(ctrl, "cgroup.procs")) {
-			if p, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, p)
+		_ = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() || e.Name() != "cgroup.procs" {
+				return nil
 			}
-		}
+			b, _ := os.ReadFile(p)
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, pid)
+				}
+			}
+			return nil
+		})
 		return pids
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -80,7 +81,7 @@ func run() error {
 	exec := func(title string, args ...string) (string, error) {
 		n++
 		fmt.Printf("  [user code] $ %s\n", strings.Join(args, " "))
-		var out bytes.Buffer
+		var out syncBuffer
 		spec, err := ctr.Spec(ctx)
 		if err != nil {
 			return "", err
@@ -92,7 +93,6 @@ func run() error {
 		if err != nil {
 			return "", err
 		}
-		defer p.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
 		st, err := p.Wait(ctx)
 		if err != nil {
 			return "", err
@@ -105,6 +105,10 @@ func run() error {
 		case es = <-st:
 		case <-time.After(30 * time.Second):
 			return out.String(), fmt.Errorf("%s: timed out", title)
+		}
+		// Delete waits for the output to drain.
+		if _, err := p.Delete(ctx); err != nil {
+			return out.String(), err
 		}
 		for _, l := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
 			if l != "" {
@@ -162,6 +166,24 @@ func run() error {
 
 	step("guarantee 2 (reserved ports) and 3 (execSecure): arrive with the next issues")
 	return nil
+}
+
+// syncBuffer collects stdout and stderr, which arrive concurrently.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func checkControlPlane(pid int) error {
