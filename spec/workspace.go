@@ -20,6 +20,10 @@ const ReaperPath = "/dev/.sandbox-reaper"
 // through it beyond its own cgroup (tmpfs pages are charged to the writer).
 const WorkspaceTmpSize = "512m"
 
+// workspaceCPUShares is the workspace leaf's cpu weight; the control plane's
+// leaf keeps the default 1024.
+const workspaceCPUShares = 512
+
 // workspaceOOMScoreAdj makes the kernel pick user code first.
 const workspaceOOMScoreAdj = 1000
 
@@ -173,6 +177,9 @@ func workspaceResources(s *specs.Spec, st Settings) *specs.LinuxResources {
 	}
 	pids := st.PidsLimit
 	r.Pids = &specs.LinuxPids{Limit: &pids}
+	// Half the control plane's weight: busy user code slows, not starves, it.
+	shares := uint64(workspaceCPUShares)
+	r.CPU = &specs.LinuxCPU{Shares: &shares}
 	if st.MemoryLimit > 0 {
 		m := st.MemoryLimit
 		r.Memory = &specs.LinuxMemory{Limit: &m}

@@ -122,6 +122,9 @@ func TestWorkspaceLimits(t *testing.T) {
 			if got := cgroupFile(t, "memory", id, "", "memory.limit_in_bytes"); got != "536870912" {
 				t.Errorf("sandbox memory limit = %s", got)
 			}
+			if got := cgroupFile(t, "cpu", id, "user", "cpu.shares"); got != "512" {
+				t.Errorf("user cpu.shares = %s, want 512", got)
+			}
 			// The control plane sits in its own leaf.
 			procs := cgroupFile(t, "pids", id, "control", "cgroup.procs")
 			if !strings.Contains(procs, strconv.Itoa(int(task.Pid()))) {
