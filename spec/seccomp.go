@@ -2,6 +2,7 @@ package spec
 
 import (
 	"slices"
+	"sort"
 
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -38,16 +39,53 @@ func WorkspaceSeccomp() *specs.LinuxSeccomp {
 	}
 	eperm := uint(unix.EPERM)
 	rules = append(rules, specs.LinuxSyscall{Names: deniedSyscalls, Action: specs.ActErrno, ErrnoRet: &eperm})
-	// The ioctl request is an int: compare the low 32 bits only, so high
-	// garbage bits cannot slip a denied request past the filter.
-	var args []specs.LinuxSeccompArg
-	for _, req := range deniedIoctls {
-		args = append(args, specs.LinuxSeccompArg{Index: 1, Value: 0xffffffff, ValueTwo: req, Op: specs.OpMaskedEqual})
+	// libseccomp lets an unconditional allow override any conditional deny
+	// of the same syscall, so ioctl is allowed by rules that cover every
+	// request but the denied ones, and the default action refuses those.
+	for _, a := range allowAllBut(deniedIoctls) {
+		rules = append(rules, specs.LinuxSyscall{Names: []string{"ioctl"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{a}})
 	}
-	for _, a := range args {
-		rules = append(rules, specs.LinuxSyscall{Names: []string{"ioctl"}, Action: specs.ActErrno, ErrnoRet: &eperm, Args: []specs.LinuxSeccompArg{a}})
-	}
-	rules = append(rules, specs.LinuxSyscall{Names: []string{"ioctl"}, Action: specs.ActAllow})
 	p.Syscalls = rules
 	return p
+}
+
+// allowAllBut returns masked-equality tests on ioctl's request argument
+// that together match every request except those in deny. Only the low 32
+// bits are compared: the kernel truncates the request to an unsigned int,
+// so garbage in the high bits must not move a denied request out of reach
+// (nor refuse a musl program's sign-extended request). The tests form a
+// prefix cover: walking the bits from the top, every branch off a denied
+// request's path is one test.
+func allowAllBut(deny []uint64) []specs.LinuxSeccompArg {
+	var out []specs.LinuxSeccompArg
+	live := map[uint64]bool{0: true} // prefixes (bits above the current one) of denied requests
+	var mask uint64
+	for bit := 31; bit >= 0; bit-- {
+		mask |= 1 << bit
+		next := map[uint64]bool{}
+		for prefix := range live {
+			for _, b := range []uint64{0, 1 << bit} {
+				child := prefix | b
+				onPath := false
+				for _, d := range deny {
+					if d&mask == child {
+						onPath = true
+					}
+				}
+				if onPath {
+					next[child] = true
+				} else {
+					out = append(out, specs.LinuxSeccompArg{Index: 1, Value: mask, ValueTwo: child, Op: specs.OpMaskedEqual})
+				}
+			}
+		}
+		live = next
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Value != out[j].Value {
+			return out[i].Value < out[j].Value
+		}
+		return out[i].ValueTwo < out[j].ValueTwo
+	})
+	return out
 }

@@ -167,18 +167,39 @@ func TestWorkspaceSeccompDenies(t *testing.T) {
 			t.Errorf("%s allowed", n)
 		}
 	}
-	if !allowed["read"] || !allowed["ioctl"] {
+	if !allowed["read"] {
 		t.Error("profile lost ordinary syscalls")
 	}
-	var tiocsti bool
-	for _, r := range p.Syscalls {
-		if r.Action == specs.ActErrno && slices.Contains(r.Names, "ioctl") && len(r.Args) == 1 &&
-			r.Args[0].Op == specs.OpMaskedEqual && r.Args[0].ValueTwo == 0x5412 && r.Args[0].Value == 0xffffffff {
-			tiocsti = true
+	// Evaluate the ioctl rules as libseccomp would: allowed when any allow
+	// rule's masked test matches.
+	allowedIoctl := func(req uint64) bool {
+		for _, r := range p.Syscalls {
+			if r.Action != specs.ActAllow || !slices.Contains(r.Names, "ioctl") {
+				continue
+			}
+			if len(r.Args) == 0 {
+				return true
+			}
+			if a := r.Args[0]; a.Index == 1 && a.Op == specs.OpMaskedEqual && req&a.Value == a.ValueTwo {
+				return true
+			}
+		}
+		return false
+	}
+	for _, req := range []uint64{0x5412, 0x541C, 1<<32 | 0x5412, 0xffffffff00005412, 0xdead00000000541C} {
+		if allowedIoctl(req) {
+			t.Errorf("ioctl 0x%x allowed", req)
 		}
 	}
-	if !tiocsti {
-		t.Error("TIOCSTI not denied on the low 32 bits of the request")
+	for _, req := range []uint64{0, 0x5401, 0x5411, 0x5413, 0x541B, 0x541D, 0x5410, 0x80045430, 0xffffffff80045430, 0x40049409, 0xffffffff, 1<<32 | 0x5401} {
+		if !allowedIoctl(req) {
+			t.Errorf("ioctl 0x%x refused", req)
+		}
+	}
+	for req := uint64(0); req < 1<<16; req++ {
+		if want := req != 0x5412 && req != 0x541C; allowedIoctl(req) != want {
+			t.Fatalf("ioctl 0x%x allowed=%v", req, !want)
+		}
 	}
 }
 

@@ -1,18 +1,14 @@
 package attack
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -306,80 +302,10 @@ func sameNetns(pid int) (bool, error) {
 	return a.Ino == b.Ino && a.Dev == b.Dev, nil
 }
 
-// dialInNetns connects to addr from inside the network namespace of pid: the socket is
-// created on a locked thread moved into that namespace, which is moved back before it is
-// unlocked. If moving back fails the thread stays locked and dies with its goroutine.
-func dialInNetns(pid int, addr string, timeout time.Duration) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		c, restored, err := dialLocked(pid, addr, timeout)
-		if restored {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
-}
-
-func dialLocked(pid int, addr string, timeout time.Duration) (_ net.Conn, restored bool, _ error) {
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return nil, true, fmt.Errorf("open own netns: %w", err)
-	}
-	defer orig.Close()
-	target, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-	if err != nil {
-		return nil, true, fmt.Errorf("open netns of %d: %w", pid, err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, true, fmt.Errorf("enter netns of %d: %w", pid, err)
-	}
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if rerr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); rerr != nil {
-		if c != nil {
-			c.Close()
-		}
-		return nil, false, fmt.Errorf("restore netns: %w", rerr)
-	}
-	if err != nil {
-		return nil, true, fmt.Errorf("dial %s in netns of %d: %w", addr, pid, err)
-	}
-	return c, true, nil
-}
-
 // httpGet fetches / from the control plane, from the host through its network namespace.
 func httpGet(pid int, timeout time.Duration) (string, error) {
-	c, err := dialInNetns(pid, "127.0.0.1:8080", timeout)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return "", err
-	}
-	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n"); err != nil {
-		return "", fmt.Errorf("send request: %w", err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return "", fmt.Errorf("read response: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", fmt.Errorf("read body: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return string(body), fmt.Errorf("status %s", resp.Status)
-	}
-	return strings.TrimSpace(string(body)), nil
+	body, err := harness.HTTPGet(pid, 8080, "/", timeout)
+	return strings.TrimSpace(body), err
 }
 
 // execResult is the outcome of one exec.
@@ -543,6 +469,9 @@ func (sb *sandbox) checkAlive(t *testing.T, ctx context.Context, when string) ti
 	}
 	if sb.exited != nil {
 		t.Errorf("%s: the control plane exited with %d (%v); its output: %q", when, sb.exited.ExitCode(), sb.exited.Error(), sb.cpLog.String())
+	}
+	if st, err := sb.task.Status(ctx); err != nil || st.Status != client.Running {
+		t.Errorf("%s: containerd reports the task as %q (%v)", when, st.Status, err)
 	}
 	state, start, err := procStat(sb.pid)
 	switch {
