@@ -73,6 +73,12 @@ type Sandbox struct {
 	wsInit  *process.Process
 	wsErr   error
 
+	// Pre-built execs (see pool.go), refilled until stopping is closed.
+	pool     []*pooled
+	poolWake chan struct{}
+	stopping chan struct{}
+	stopOnce sync.Once
+
 	execSeq atomic.Uint64
 	// execCleanup removes an exec's sub-cgroups once it is deleted.
 	execCleanup map[string]func()
@@ -210,6 +216,8 @@ func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Proc
 		settings: settings, spec: s, paths: paths, cgroup: cg, res: res, reaper: reaper,
 		cp: c, onExit: onExit,
 		wsReady:     make(chan struct{}),
+		poolWake:    make(chan struct{}, 1),
+		stopping:    make(chan struct{}),
 		execs:       map[string]*process.Process{},
 		execCleanup: map[string]func(){},
 	}
@@ -234,6 +242,7 @@ func (sb *Sandbox) initExited(p *process.Process) {
 	sb.mu.Lock()
 	started := sb.started
 	sb.mu.Unlock()
+	sb.stop()
 	if started {
 		<-sb.wsReady
 		sb.killWorkspace()
@@ -359,7 +368,12 @@ func (sb *Sandbox) buildWorkspace(net, uts *os.File) {
 		return
 	}
 	sb.ws, sb.wsInit = ws, p
+	go sb.fillPool(ws)
+	sb.wakePool()
 }
+
+// stop ends the pool's refilling: the sandbox is going away.
+func (sb *Sandbox) stop() { sb.stopOnce.Do(func() { close(sb.stopping) }) }
 
 // workspace waits until the workspace is built, or ctx ends.
 func (sb *Sandbox) workspace(ctx context.Context) (*libcontainer.Container, error) {
@@ -429,6 +443,12 @@ func (sb *Sandbox) StartExec(ctx context.Context, execID string) (*process.Proce
 	ws, err := sb.workspace(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+	}
+	if ok, err := sb.startPooled(execID, p); ok {
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+		}
+		return p, nil
 	}
 	subs, cleanup, err := sb.execCgroup(ws)
 	if err != nil {
@@ -628,6 +648,7 @@ func (sb *Sandbox) CgroupPath() string { return sb.paths.Sandbox }
 // Delete tears the sandbox down. The init must have exited, or never been
 // started.
 func (sb *Sandbox) Delete(ctx context.Context) error {
+	sb.stop()
 	if sb.Started() {
 		if sb.init.Status() != process.Stopped {
 			return fmt.Errorf("sandbox %s: %w: task is running", sb.ID, errdefs.ErrFailedPrecondition)
