@@ -276,3 +276,32 @@ func Cgroups(s *specs.Spec, namespace, id string) (CgroupPaths, error) {
 	}
 	return CgroupPaths{Sandbox: p, Control: path.Join(p, "control"), User: path.Join(p, "user")}, nil
 }
+
+// WaiterArg makes the reaper binary a pooled exec (see libexec/reaper).
+const WaiterArg = "--wait-exec"
+
+// waiterCaps are all a pooled exec holds while it waits: enough to become
+// the workspace user, and to drop them for good right before the exec.
+var waiterCaps = []string{"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
+
+// WaiterProcess is a pooled exec: it waits under the reaper's uid, out of
+// user code's reach (a same-uid process could prlimit, renice or stop it
+// and so cripple the platform's next exec), and becomes the workspace user
+// only when a request arrives.
+func WaiterProcess(st Settings) (*libcontainer.Process, error) {
+	ruid := ReaperUID(st)
+	lp, err := Process(&specs.Process{
+		Args: []string{ReaperPath, WaiterArg, fmt.Sprint(st.UID), fmt.Sprint(st.GID)},
+		Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Cwd:  "/", User: specs.User{UID: ruid, GID: ruid},
+		NoNewPrivileges: true,
+		Rlimits:         workspaceRlimits(nil),
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Ambient (and so inheritable) carries them across the exec into the
+	// waiter, which runs as a non-root uid.
+	lp.Capabilities = &configs.Capabilities{Bounding: waiterCaps, Effective: waiterCaps, Permitted: waiterCaps, Inheritable: waiterCaps, Ambient: waiterCaps}
+	return lp, nil
+}

@@ -14,9 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// WaiterArg makes the reaper binary a pooled exec (see libexec/reaper).
-const WaiterArg = "--wait-exec"
-
 // maxRequest is what one SOCK_SEQPACKET request may carry (the waiter's
 // buffer): arguments, environment and cwd together.
 const maxRequest = 192 << 10

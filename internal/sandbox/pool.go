@@ -7,15 +7,15 @@ import (
 
 	"github.com/containerd/log"
 	"github.com/opencontainers/runc/libcontainer"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/process"
 	"github.com/sandbox-shim/sandbox-shim/spec"
 )
 
 // poolSize is how many pre-built execs wait in the workspace. Each is one
-// idle process; two cover a burst while the next is built.
-const poolSize = 2
+// idle process; three cover a burst of execs while a fork bomb slows the
+// building of the next.
+const poolSize = 3
 
 type pooled struct {
 	w       *process.Waiter
@@ -85,10 +85,7 @@ func (sb *Sandbox) newWaiter(ws *libcontainer.Container) (*pooled, error) {
 	if err != nil {
 		return nil, err
 	}
-	lp, err := spec.WorkspaceProcess(&specs.Process{
-		Args: []string{spec.ReaperPath, process.WaiterArg}, Cwd: "/",
-		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-	}, sb.settings)
+	lp, err := spec.WaiterProcess(sb.settings)
 	if err != nil {
 		cleanup()
 		return nil, err

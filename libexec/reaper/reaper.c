@@ -9,10 +9,14 @@
  * anything else user code sends is dequeued and ignored, so `kill -9 -1`,
  * `kill -TERM 1` and friends leave the workspace standing.
  *
- * With --wait-exec it is a pre-built exec: libcontainer already placed it
- * in the workspace (namespaces, cgroups, user, seccomp, no capabilities),
+ * With --wait-exec UID GID it is a pre-built exec: libcontainer already
+ * placed it in the workspace (namespaces, cgroups, seccomp, no_new_privs),
  * so an exec costs no cgroup migration when it is needed, which matters
- * while a fork bomb makes every migration slow. It waits on fd 3 (a
+ * while a fork bomb makes every migration slow. It waits under the reaper's
+ * uid, so user code cannot signal, renice, prlimit or read it, holding only
+ * CAP_SETUID, CAP_SETGID and CAP_SETPCAP, which it gives up for good (all
+ * capability sets and the bounding set emptied) once it became UID:GID,
+ * right before the exec. It waits on fd 3 (a
  * SOCK_SEQPACKET socket to the shim) for one request, sets up stdio (the
  * three descriptors sent with it, or a new pty whose master goes back to
  * the shim), changes directory and execs. Any failure before the exec is
@@ -34,7 +38,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -128,7 +135,33 @@ static const char *home(void)
 	return "/";
 }
 
-static int wait_exec(void)
+/* become switches to the workspace user and drops every capability. */
+static void become(uid_t uid, gid_t gid)
+{
+	struct __user_cap_header_struct {
+		uint32_t version;
+		int pid;
+	} hdr = {0x20080522, 0}; /* _LINUX_CAPABILITY_VERSION_3 */
+	struct __user_cap_data_struct {
+		uint32_t effective, permitted, inheritable;
+	} data[2] = {{0, 0, 0}, {0, 0, 0}};
+
+	if (setgroups(0, NULL) < 0)
+		fail("setgroups: %s", strerror(errno));
+	if (setresgid(gid, gid, gid) < 0)
+		fail("setresgid %u: %s", gid, strerror(errno));
+	if (setresuid(uid, uid, uid) < 0)
+		fail("setresuid %u: %s", uid, strerror(errno));
+	/* The uid change from non-root kept our capabilities: drop them all. */
+	for (int cap = 0; cap <= 63; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			fail("drop bounding capability %d: %s", cap, strerror(errno));
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		fail("capset: %s", strerror(errno));
+}
+
+static int wait_exec(uid_t uid, gid_t gid)
 {
 	static char req[MAX_REQ + 1];
 	int fds[3] = {-1, -1, -1}, nfds = 0;
@@ -189,6 +222,8 @@ static int wait_exec(void)
 		has_home |= strncmp(p, "HOME=", 5) == 0;
 		p += strlen(p) + 1;
 	}
+
+	become(uid, gid);
 	if (!has_home) {
 		const char *h = home();
 		char *e = malloc(strlen(h) + 6);
@@ -271,7 +306,12 @@ static int wait_exec(void)
 
 int main(int argc, char **argv)
 {
-	if (argc > 1 && strcmp(argv[1], "--wait-exec") == 0)
-		return wait_exec();
+	if (argc == 4 && strcmp(argv[1], "--wait-exec") == 0) {
+		uid_t uid = strtoul(argv[2], NULL, 10);
+		gid_t gid = strtoul(argv[3], NULL, 10);
+		if (uid == 0 || gid == 0)
+			fail("refusing to run user code as root");
+		return wait_exec(uid, gid);
+	}
 	reaper();
 }

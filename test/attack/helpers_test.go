@@ -42,6 +42,14 @@ const (
 	workspaceUID = "1000"
 )
 
+// workspaceMachinery tells the shim's own processes in the workspace apart
+// from anything else: pooled execs waiting for a request, and libcontainer's
+// init (the shim binary) while it sets one up.
+func workspaceMachinery(cmdline string) bool {
+	return strings.HasPrefix(cmdline, reaperCmdline+" --wait-exec ") ||
+		(strings.HasSuffix(cmdline, "/containerd-shim-sandbox-v1 init"))
+}
+
 // controlPlaneArgs is the task's init: the control plane.
 var controlPlaneArgs = []string{"/usr/sbin/httpd", "-f", "-p", "8080", "-h", "/www"}
 
