@@ -13,9 +13,9 @@ import (
 )
 
 // poolSize is how many pre-built execs wait in the workspace. Each is one
-// idle process; three cover a burst of execs while a fork bomb slows the
+// idle process; four cover a burst of execs while a fork bomb slows the
 // building of the next.
-const poolSize = 3
+const poolSize = 4
 
 type pooled struct {
 	w       *process.Waiter

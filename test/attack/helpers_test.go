@@ -369,8 +369,12 @@ func (pr *proc) wait(timeout time.Duration) (execResult, error) {
 	select {
 	case st = <-pr.ch:
 	case <-time.After(timeout):
+		pid := int(pr.p.Pid())
+		state, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
 		pr.remove()
-		return execResult{stdout: pr.stdout.String(), stderr: pr.stderr.String()}, fmt.Errorf("exec did not exit within %v", timeout)
+		return execResult{stdout: pr.stdout.String(), stderr: pr.stderr.String()},
+			fmt.Errorf("exec did not exit within %v (pid %d: %q, wchan %q, cmdline %q)", timeout, pid, state, wchan, procCmdline(pid))
 	}
 	dur := time.Since(pr.begin)
 	if err := pr.remove(); err != nil {
@@ -544,12 +548,18 @@ func (sb *sandbox) killWorkspaceFromHost(t *testing.T, reaper int) {
 func (sb *sandbox) waitWorkspaceIdle(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		pids := sb.workspacePids()
-		if len(pids) <= 1 {
+		// User processes only: the reaper and the pooled execs stay.
+		var user []int
+		for _, pid := range sb.workspacePids() {
+			if c := procCmdline(pid); c != reaperCmdline && !workspaceMachinery(c) {
+				user = append(user, pid)
+			}
+		}
+		if len(user) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d processes still in the workspace after %v", len(pids), timeout)
+			return fmt.Errorf("%d user processes still in the workspace after %v", len(user), timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
