@@ -10,17 +10,19 @@ GO ?= go
 OUT := _output
 OUTBIN := $(CURDIR)/$(OUT)/bin
 SHIM := bin/containerd-shim-sandbox-v1
+# The workspace's pid 1, installed next to the shim (static: it runs in any rootfs).
+REAPER := bin/sandbox-reaper
 
-DEB_PACKAGES := busybox-static libseccomp-dev pkg-config gcc iproute2
+DEB_PACKAGES := busybox-static libseccomp-dev pkg-config gcc libc6-dev iproute2
 CONTAINERD_BINS := $(addprefix $(OUT)/bin/,containerd ctr containerd-shim-runc-v2)
 RUNC_BIN := $(OUT)/bin/runc
 
 # Static helper programs put into the test image at /usr/local/bin/<name>:
 # Go package dirs relative to the repo root (e.g. test/cmd/portgrab), built
 # with CGO_ENABLED=0.
-IMAGE_CMDS ?=
-# Further host files for the image, as SRC:DST.
-IMAGE_ADD ?=
+IMAGE_CMDS ?= test/attacker
+# Further host files for the image, as SRC:DST: the demo control plane's page.
+IMAGE_ADD ?= test/image/www/index.html:/www/index.html
 IMAGE_CMD_BINS := $(foreach c,$(IMAGE_CMDS),$(OUT)/imagebin/$(notdir $(c)))
 IMAGE_ADDS := $(foreach b,$(IMAGE_CMD_BINS),$(b):/usr/local/bin/$(notdir $(b))) $(IMAGE_ADD)
 
@@ -59,10 +61,14 @@ $(RUNC_BIN): $(OUT)/runc.version
 	GOBIN=$(OUTBIN) $(GO) install -tags seccomp github.com/opencontainers/runc@$(RUNC_VERSION)
 	@touch $@
 
-## build: the shim, and every package compiles.
-build:
+## build: the shim and its reaper, and every package compiles.
+build: $(REAPER)
 	$(GO) build -tags seccomp -o $(SHIM) ./cmd/sandbox-shim
 	$(GO) build -tags seccomp ./...
+
+$(REAPER): libexec/reaper/reaper.c
+	@mkdir -p $(@D)
+	$(CC) -static -O2 -Wall -Werror -o $@ $<
 
 ## image: the test image as an OCI layout tar, rebuilt when its inputs change.
 image: $(OUT)/image.tar

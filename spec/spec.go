@@ -34,6 +34,11 @@ func ControlPlane(id, bundle string, s *specs.Spec) (*configs.Config, error) {
 	if s.Linux == nil {
 		return nil, errors.New("bundle spec has no linux section")
 	}
+	for _, m := range s.Mounts {
+		if !filepath.IsAbs(m.Destination) {
+			return nil, fmt.Errorf("mount destination %q is not absolute", m.Destination)
+		}
+	}
 	c := *s
 	root := *s.Root
 	if !filepath.IsAbs(root.Path) {

@@ -150,7 +150,11 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		return shim.StopStatus{}, err
 	}
 	bundle := filepath.Join(filepath.Dir(cwd), id)
-	if err := sandbox.Cleanup(id, bundle, nil); err != nil {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return shim.StopStatus{}, err
+	}
+	if err := sandbox.CleanupDead(ns, id, bundle); err != nil {
 		log.G(ctx).WithError(err).Warn("cleanup after shim exit")
 	}
 	return shim.StopStatus{

@@ -113,10 +113,7 @@ func newStdio(cfg Stdio, lp *libcontainer.Process) (_ *stdio, retErr error) {
 // started runs once libcontainer started the process: it drops the child's
 // ends and begins copying.
 func (s *stdio) started() error {
-	for _, f := range s.childFiles {
-		f.Close()
-	}
-	s.childFiles = nil
+	s.closeChildFiles()
 	if s.cfg.Terminal {
 		s.consoleChild.Close()
 		s.consoleChild = nil
@@ -126,22 +123,40 @@ func (s *stdio) started() error {
 		if err != nil {
 			return fmt.Errorf("receive console: %w", err)
 		}
-		c, err := console.ConsoleFromFile(f)
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("console: %w", err)
-		}
-		s.mu.Lock()
-		s.console = c
-		s.mu.Unlock()
-		if s.cfg.Stdin != "" {
-			go s.copyIn(c, nil)
-		}
-		if s.cfg.Stdout != "" {
-			s.copyOut(s.cfg.Stdout, c)
-		}
-		return nil
+		return s.attachConsole(f)
 	}
+	s.copyPipes()
+	return nil
+}
+
+func (s *stdio) closeChildFiles() {
+	for _, f := range s.childFiles {
+		f.Close()
+	}
+	s.childFiles = nil
+}
+
+// attachConsole copies between the FIFOs and a pty master.
+func (s *stdio) attachConsole(f *os.File) error {
+	c, err := console.ConsoleFromFile(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("console: %w", err)
+	}
+	s.mu.Lock()
+	s.console = c
+	s.mu.Unlock()
+	if s.cfg.Stdin != "" {
+		go s.copyIn(c, nil)
+	}
+	if s.cfg.Stdout != "" {
+		s.copyOut(s.cfg.Stdout, c)
+	}
+	return nil
+}
+
+// copyPipes copies between the FIFOs and the process' pipes.
+func (s *stdio) copyPipes() {
 	if s.stdinW != nil {
 		go s.copyIn(s.stdinW, s.stdinW)
 	}
@@ -151,7 +166,63 @@ func (s *stdio) started() error {
 	if s.stderrR != nil {
 		s.copyOut(s.cfg.Stderr, s.stderrR)
 	}
-	return nil
+}
+
+// newWaiterStdio prepares stdio for a pooled exec: pipes whose child ends
+// (or /dev/null for a stream not wanted) are sent to the waiter, in the order
+// stdin, stdout, stderr. A terminal exec gets no pipes: the waiter sends its
+// pty master back.
+func newWaiterStdio(cfg Stdio) (_ *stdio, child []*os.File, retErr error) {
+	s := &stdio{cfg: cfg}
+	defer func() {
+		if retErr != nil {
+			s.close()
+		}
+	}()
+	if cfg.Stdin != "" {
+		sc, err := fifo.OpenFifo(context.Background(), cfg.Stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open stdin fifo %s: %w", cfg.Stdin, err)
+		}
+		s.stdinCloser = sc
+	}
+	if cfg.Terminal {
+		return s, nil, nil
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.childFiles = append(s.childFiles, null)
+	child = []*os.File{null, null, null}
+	if cfg.Stdin != "" {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, nil, err
+		}
+		s.childFiles = append(s.childFiles, r)
+		s.stdinW = w
+		child[0] = r
+	}
+	if cfg.Stdout != "" {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, nil, err
+		}
+		s.childFiles = append(s.childFiles, w)
+		s.stdoutR = r
+		child[1] = w
+	}
+	if cfg.Stderr != "" {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, nil, err
+		}
+		s.childFiles = append(s.childFiles, w)
+		s.stderrR = r
+		child[2] = w
+	}
+	return s, child, nil
 }
 
 // copyIn copies the stdin FIFO into the process until the FIFO reaches EOF

@@ -56,21 +56,45 @@ type Process struct {
 	exitStatus int
 	exitedAt   time.Time
 	done       chan struct{}
+	// startDone is closed when Start or StartIn returned: an exit seen
+	// before must wait for stdio to be in place.
+	startDone chan struct{}
+	onExit    func(*Process)
 }
 
-// New prepares a process; nothing runs until Start.
-func New(id string, lp *libcontainer.Process, cfg Stdio) (*Process, error) {
-	io, err := newStdio(cfg, lp)
-	if err != nil {
-		return nil, err
-	}
-	return &Process{ID: id, Stdio: cfg, lp: lp, io: io, done: make(chan struct{})}, nil
+func (p *Process) setIO(io *stdio) {
+	p.mu.Lock()
+	p.io = io
+	p.mu.Unlock()
 }
+
+func (p *Process) stdio() *stdio {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.io
+}
+
+// New prepares a process; nothing runs, and no stdio is opened, until it
+// starts (Start, or StartIn a pooled waiter).
+func New(id string, lp *libcontainer.Process, cfg Stdio) (*Process, error) {
+	return &Process{ID: id, Stdio: cfg, lp: lp, done: make(chan struct{}), startDone: make(chan struct{})}, nil
+}
+
+// SetSubCgroups places the process in sub-cgroups of its container's
+// (libcontainer's SubCgroupPaths); call before Start.
+func (p *Process) SetSubCgroups(subs map[string]string) { p.lp.SubCgroupPaths = subs }
 
 // Start starts the process with run (libcontainer's Container.Start for an
 // init, Container.Run for an exec). From then on this Process is the only
 // waiter on its pid: onExit runs once it exited and its output drained.
 func (p *Process) Start(run func(*libcontainer.Process) error, onExit func(*Process)) error {
+	defer close(p.startDone)
+	io, err := newStdio(p.Stdio, p.lp)
+	if err != nil {
+		p.setExited(-1)
+		return err
+	}
+	p.setIO(io)
 	if err := run(p.lp); err != nil {
 		p.io.close()
 		p.setExited(-1)
@@ -87,7 +111,10 @@ func (p *Process) Start(run func(*libcontainer.Process) error, onExit func(*Proc
 	p.status = Running
 	p.mu.Unlock()
 	ioErr := p.io.started()
-	go p.reap(onExit)
+	p.mu.Lock()
+	p.onExit = onExit
+	p.mu.Unlock()
+	go p.reap()
 	if ioErr != nil {
 		_ = p.lp.Signal(syscall.SIGKILL)
 		return ioErr
@@ -98,8 +125,14 @@ func (p *Process) Start(run func(*libcontainer.Process) error, onExit func(*Proc
 // reap is the one wait on the process. libcontainer waits for its own
 // helper processes, and the shim library's SIGCHLD reaper is disabled, so no
 // other code path can take this exit status away.
-func (p *Process) reap(onExit func(*Process)) {
+func (p *Process) reap() {
 	ps, _ := p.lp.Wait()
+	p.exitedWith(ps)
+}
+
+// exitedWith records the exit once stdio is in place and drained, then
+// reports it.
+func (p *Process) exitedWith(ps *os.ProcessState) {
 	status := 255
 	if ps != nil {
 		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
@@ -110,7 +143,13 @@ func (p *Process) reap(onExit func(*Process)) {
 			}
 		}
 	}
-	p.io.wait()
+	<-p.startDone
+	if io := p.stdio(); io != nil {
+		io.wait()
+	}
+	p.mu.Lock()
+	onExit := p.onExit
+	p.mu.Unlock()
 	p.setExited(status)
 	if onExit != nil {
 		onExit(p)
@@ -171,12 +210,25 @@ func (p *Process) Signal(sig os.Signal) error {
 }
 
 // CloseStdin implements containerd's CloseIO.
-func (p *Process) CloseStdin() error { return p.io.closeStdin() }
+func (p *Process) CloseStdin() error {
+	if io := p.stdio(); io != nil {
+		return io.closeStdin()
+	}
+	return nil
+}
 
 // Resize implements containerd's ResizePty.
 func (p *Process) Resize(width, height uint32) error {
-	return p.io.resize(console.WinSize{Width: uint16(width), Height: uint16(height)})
+	io := p.stdio()
+	if io == nil {
+		return ErrNotStarted
+	}
+	return io.resize(console.WinSize{Width: uint16(width), Height: uint16(height)})
 }
 
 // Close releases stdio; the process must have exited or never started.
-func (p *Process) Close() { p.io.close() }
+func (p *Process) Close() {
+	if io := p.stdio(); io != nil {
+		io.close()
+	}
+}

@@ -1,6 +1,7 @@
-// Package sandbox holds one sandbox: the libcontainer container built from the
-// task's bundle, its init and its exec processes. The task service translates
-// containerd calls into operations on it.
+// Package sandbox holds one sandbox: the control plane (the task's init,
+// built from the bundle), the workspace every exec runs in, and the cgroup
+// holding both. The task service translates containerd calls into
+// operations on it.
 package sandbox
 
 import (
@@ -11,13 +12,17 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
-	"github.com/containerd/cgroups/v3"
+	ccgroups "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/opencontainers/cgroups"
+	cgmanager "github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -28,15 +33,22 @@ import (
 
 // StateDirName is the directory under the bundle holding libcontainer's
 // state. Keeping it in the bundle ties it to one containerd's state dir, so
-// two daemons on a host never share it, and Stop can find it from the bundle.
+// two daemons on a host never share it, and the delete action can find it.
 const StateDirName = "libcontainer"
+
+// workspaceSuffix names the workspace container next to the control plane.
+const workspaceSuffix = ".workspace"
+
+// ReaperName is the workspace reaper's binary, installed next to the shim.
+const ReaperName = "sandbox-reaper"
 
 // Config is what Create needs from containerd's CreateTaskRequest.
 type Config struct {
-	ID     string
-	Bundle string
-	Rootfs []mount.Mount
-	Stdio  process.Stdio
+	ID        string
+	Namespace string
+	Bundle    string
+	Rootfs    []mount.Mount
+	Stdio     process.Stdio
 }
 
 // Sandbox is one task.
@@ -44,12 +56,36 @@ type Sandbox struct {
 	ID     string
 	Bundle string
 
-	container *libcontainer.Container
-	init      *process.Process
-	onExit    func(*Sandbox, *process.Process)
+	settings spec.Settings
+	spec     *specs.Spec
+	paths    spec.CgroupPaths
+	cgroup   cgroups.Manager
+	res      *cgroups.Resources // the sandbox cgroup's, as last set
+	reaper   string
+
+	cp     *libcontainer.Container
+	init   *process.Process
+	onExit func(*Sandbox, *process.Process)
+
+	// The workspace is built at Start; execs wait for wsReady.
+	wsReady chan struct{}
+	ws      *libcontainer.Container
+	wsInit  *process.Process
+	wsErr   error
+
+	// Pre-built execs (see pool.go), refilled until stopping is closed.
+	pool     []*pooled
+	poolWake chan struct{}
+	stopping chan struct{}
+	stopOnce sync.Once
+
+	execSeq atomic.Uint64
+	// execCleanup removes an exec's sub-cgroups once it is deleted.
+	execCleanup map[string]func()
 
 	mu      sync.Mutex
 	started bool
+	paused  bool
 	execs   map[string]*process.Process
 }
 
@@ -58,32 +94,105 @@ func StateRoot(bundle string) string { return filepath.Join(bundle, StateDirName
 
 // ReadSpec reads the bundle's config.json.
 func ReadSpec(bundle string) (*specs.Spec, error) {
-	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	p := filepath.Join(bundle, "config.json")
+	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, fmt.Errorf("read bundle spec: %w", err)
 	}
 	var s specs.Spec
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("parse bundle spec %s: %w", filepath.Join(bundle, "config.json"), err)
+		return nil, fmt.Errorf("parse bundle spec %s: %w", p, err)
 	}
 	return &s, nil
 }
 
-// Create mounts the rootfs, builds the container and starts its init, which
-// then waits on libcontainer's exec FIFO until Start. onExit is called once
-// for every process that exits, init last.
+// reaperPath finds the reaper next to the running shim binary.
+func reaperPath() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(filepath.Dir(self), ReaperName)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("workspace reaper %s not found (install it next to the shim): %w", p, err)
+	}
+	return p, nil
+}
+
+// Create validates the bundle, places the sandbox cgroup, mounts the rootfs
+// and starts the control plane's init, which then waits on libcontainer's
+// exec FIFO until Start. onExit is called once for every process that exits,
+// the init last.
 func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Process)) (_ *Sandbox, retErr error) {
+	fail := func(kind error, err error) error {
+		if kind != nil {
+			return fmt.Errorf("sandbox %s: %w: %w", cfg.ID, kind, err)
+		}
+		return fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
 	s, err := ReadSpec(cfg.Bundle)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
+	settings, err := spec.ParseSettings(s)
+	if err != nil {
+		return nil, fail(errdefs.ErrInvalidArgument, err)
+	}
+	paths, err := spec.Cgroups(s, cfg.Namespace, cfg.ID)
+	if err != nil {
+		return nil, fail(errdefs.ErrInvalidArgument, err)
+	}
+	// Convert everything before touching the host: a bad bundle leaves nothing.
+	full, err := spec.ControlPlane(cfg.ID, cfg.Bundle, s)
+	if err != nil {
+		return nil, fail(errdefs.ErrInvalidArgument, err)
+	}
+	cps, err := spec.ControlPlaneSpec(s, paths.Control)
+	if err != nil {
+		return nil, fail(errdefs.ErrInvalidArgument, err)
+	}
+	cpCfg, err := spec.ControlPlane(cfg.ID, cfg.Bundle, cps)
+	if err != nil {
+		return nil, fail(errdefs.ErrInvalidArgument, err)
+	}
+	lp, err := spec.Process(s.Process)
+	if err != nil {
+		return nil, fail(errdefs.ErrInvalidArgument, err)
+	}
+	lp.Init = true
+	reaper, err := reaperPath()
+	if err != nil {
+		return nil, fail(errdefs.ErrFailedPrecondition, err)
+	}
+	if s.Process.User.UID == settings.UID {
+		log.G(ctx).WithField("id", cfg.ID).Warnf("workspace user %d is the control plane's user: same-uid protections (signals, ptrace, /proc, RLIMIT_NPROC) are weaker; set %s", settings.UID, spec.AnnotationUser)
+	}
+
+	// The sandbox cgroup carries the bundle's limits; the leaves sit under it.
+	res := full.Cgroups.Resources
+	cg, err := cgmanager.New(&cgroups.Cgroup{Path: paths.Sandbox, Resources: res})
+	if err != nil {
+		return nil, fail(nil, fmt.Errorf("sandbox cgroup: %w", err))
+	}
+	if err := cg.Apply(-1); err != nil {
+		return nil, fail(nil, fmt.Errorf("create sandbox cgroup %s: %w", paths.Sandbox, err))
+	}
+	defer func() {
+		if retErr != nil {
+			_ = cg.Destroy()
+		}
+	}()
+	if err := cg.Set(res); err != nil {
+		return nil, fail(nil, fmt.Errorf("set sandbox cgroup %s: %w", paths.Sandbox, err))
+	}
+
 	rootfs := filepath.Join(cfg.Bundle, "rootfs")
 	if len(cfg.Rootfs) > 0 {
 		if err := os.MkdirAll(rootfs, 0o711); err != nil {
-			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+			return nil, fail(nil, err)
 		}
 		if err := mount.All(cfg.Rootfs, rootfs); err != nil {
-			return nil, fmt.Errorf("sandbox %s: mount rootfs: %w", cfg.ID, err)
+			return nil, fail(nil, fmt.Errorf("mount rootfs: %w", err))
 		}
 		defer func() {
 			if retErr != nil {
@@ -91,19 +200,10 @@ func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Proc
 			}
 		}()
 	}
-	lcfg, err := spec.ControlPlane(cfg.ID, cfg.Bundle, s)
-	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w: %w", cfg.ID, errdefs.ErrInvalidArgument, err)
-	}
-	lp, err := spec.Process(s.Process)
-	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w: %w", cfg.ID, errdefs.ErrInvalidArgument, err)
-	}
-	lp.Init = true
 	root := StateRoot(cfg.Bundle)
-	c, err := libcontainer.Create(root, cfg.ID, lcfg)
+	c, err := libcontainer.Create(root, cfg.ID, cpCfg)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: create container: %w", cfg.ID, err)
+		return nil, fail(nil, fmt.Errorf("create control plane: %w", err))
 	}
 	defer func() {
 		if retErr != nil {
@@ -111,21 +211,42 @@ func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Proc
 			_ = os.RemoveAll(root)
 		}
 	}()
-	sb := &Sandbox{ID: cfg.ID, Bundle: cfg.Bundle, container: c, onExit: onExit, execs: map[string]*process.Process{}}
+	sb := &Sandbox{
+		ID: cfg.ID, Bundle: cfg.Bundle,
+		settings: settings, spec: s, paths: paths, cgroup: cg, res: res, reaper: reaper,
+		cp: c, onExit: onExit,
+		wsReady:     make(chan struct{}),
+		poolWake:    make(chan struct{}, 1),
+		stopping:    make(chan struct{}),
+		execs:       map[string]*process.Process{},
+		execCleanup: map[string]func(){},
+	}
 	p, err := process.New(cfg.ID, lp, cfg.Stdio)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		return nil, fail(nil, err)
 	}
 	if err := p.Start(c.Start, sb.initExited); err != nil {
-		return nil, fmt.Errorf("sandbox %s: start init %q: %w", cfg.ID, s.Process.Args[0], err)
+		return nil, fail(nil, fmt.Errorf("start init %q: %w", s.Process.Args[0], err))
 	}
 	sb.init = p
 	return sb, nil
 }
 
-// initExited waits for the execs' exits to be reported first: containerd
-// expects the init's exit last.
+// Settings are the sandbox's parsed annotations.
+func (sb *Sandbox) Settings() spec.Settings { return sb.settings }
+
+// initExited runs when the control plane's init exits: the sandbox lives
+// as long as its control plane, so the workspace goes with it, and its
+// execs' exits are reported before the init's, as containerd expects.
 func (sb *Sandbox) initExited(p *process.Process) {
+	sb.mu.Lock()
+	started := sb.started
+	sb.mu.Unlock()
+	sb.stop()
+	if started {
+		<-sb.wsReady
+		sb.killWorkspace()
+	}
 	sb.mu.Lock()
 	var running []*process.Process
 	for _, e := range sb.execs {
@@ -142,13 +263,23 @@ func (sb *Sandbox) initExited(p *process.Process) {
 	}
 }
 
+func (sb *Sandbox) killWorkspace() {
+	if sb.ws == nil {
+		return
+	}
+	// SIGKILL to the reaper ends its whole PID namespace.
+	if err := sb.ws.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+		log.L.WithError(err).WithField("id", sb.ID).Warn("kill workspace")
+	}
+}
+
 func (sb *Sandbox) execExited(p *process.Process) {
 	if sb.onExit != nil {
 		sb.onExit(sb, p)
 	}
 }
 
-// Init is the task's init process.
+// Init is the control plane's init process.
 func (sb *Sandbox) Init() *process.Process { return sb.init }
 
 // Started tells whether Start ran.
@@ -158,7 +289,9 @@ func (sb *Sandbox) Started() bool {
 	return sb.started
 }
 
-// Start releases the init from libcontainer's exec FIFO.
+// Start builds the workspace (joining the control plane's network and UTS
+// namespaces, pinned by open descriptors so a fast-exiting init cannot race
+// it) and releases the control plane from libcontainer's exec FIFO.
 func (sb *Sandbox) Start(ctx context.Context) error {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
@@ -168,11 +301,94 @@ func (sb *Sandbox) Start(ctx context.Context) error {
 	if sb.init.Status() == process.Stopped {
 		return fmt.Errorf("sandbox %s: %w: init exited before start", sb.ID, errdefs.ErrFailedPrecondition)
 	}
-	if err := sb.container.Exec(); err != nil {
+	pid := sb.init.Pid()
+	net, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		return fmt.Errorf("sandbox %s: control plane network namespace: %w", sb.ID, err)
+	}
+	uts, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid))
+	if err != nil {
+		net.Close()
+		return fmt.Errorf("sandbox %s: control plane UTS namespace: %w", sb.ID, err)
+	}
+	if err := sb.cp.Exec(); err != nil {
+		net.Close()
+		uts.Close()
 		return fmt.Errorf("sandbox %s: start: %w", sb.ID, err)
 	}
 	sb.started = true
+	// The workspace builds while the control plane boots: Start's latency
+	// stays the control plane's, and the first exec waits for it.
+	go sb.buildWorkspace(net, uts)
 	return nil
+}
+
+func (sb *Sandbox) buildWorkspace(net, uts *os.File) {
+	defer close(sb.wsReady)
+	defer net.Close()
+	defer uts.Close()
+	self := os.Getpid()
+	cfg, err := spec.Workspace(sb.ID+workspaceSuffix, sb.Bundle, sb.spec, spec.WorkspaceOptions{
+		Settings:   sb.settings,
+		NetNS:      fmt.Sprintf("/proc/%d/fd/%d", self, net.Fd()),
+		UTSNS:      fmt.Sprintf("/proc/%d/fd/%d", self, uts.Fd()),
+		CgroupPath: sb.paths.User,
+		Reaper:     sb.reaper,
+	})
+	if err != nil {
+		sb.wsErr = fmt.Errorf("workspace config: %w", err)
+		return
+	}
+	ws, err := libcontainer.Create(StateRoot(sb.Bundle), sb.ID+workspaceSuffix, cfg)
+	if err != nil {
+		sb.wsErr = fmt.Errorf("create workspace: %w", err)
+		return
+	}
+	// The reaper runs under its own uid, so user code cannot signal,
+	// renice or prlimit it either.
+	ruid := spec.ReaperUID(sb.settings)
+	lp, err := spec.Process(&specs.Process{
+		Args: []string{spec.ReaperPath}, Cwd: "/",
+		User: specs.User{UID: ruid, GID: ruid},
+	})
+	if err != nil {
+		_ = ws.Destroy()
+		sb.wsErr = err
+		return
+	}
+	lp.Init = true
+	p, err := process.New("", lp, process.Stdio{})
+	if err == nil {
+		err = p.Start(ws.Run, nil)
+	}
+	if err != nil {
+		_ = ws.Destroy()
+		sb.wsErr = fmt.Errorf("start workspace: %w", err)
+		log.L.WithError(err).WithField("id", sb.ID).Error("workspace unavailable: execs will fail")
+		return
+	}
+	sb.ws, sb.wsInit = ws, p
+	go sb.fillPool(ws)
+	sb.wakePool()
+}
+
+// stop ends the pool's refilling: the sandbox is going away.
+func (sb *Sandbox) stop() { sb.stopOnce.Do(func() { close(sb.stopping) }) }
+
+// workspace waits until the workspace is built, or ctx ends.
+func (sb *Sandbox) workspace(ctx context.Context) (*libcontainer.Container, error) {
+	select {
+	case <-sb.wsReady:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if sb.wsErr != nil {
+		return nil, fmt.Errorf("%w: workspace unavailable: %w", errdefs.ErrFailedPrecondition, sb.wsErr)
+	}
+	if sb.wsInit.Status() == process.Stopped {
+		return nil, fmt.Errorf("%w: workspace has exited", errdefs.ErrFailedPrecondition)
+	}
+	return sb.ws, nil
 }
 
 // Process returns the init ("") or an exec by id.
@@ -189,9 +405,10 @@ func (sb *Sandbox) Process(execID string) (*process.Process, error) {
 	return p, nil
 }
 
-// Exec registers an exec process; StartExec runs it.
+// Exec registers an exec; it will run in the workspace as the workspace
+// user whatever user, capabilities or privileges its spec asks for.
 func (sb *Sandbox) Exec(ctx context.Context, execID string, ps *specs.Process, stdio process.Stdio) (*process.Process, error) {
-	lp, err := spec.Process(ps)
+	lp, err := spec.WorkspaceProcess(ps, sb.settings)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: exec %q: %w: %w", sb.ID, execID, errdefs.ErrInvalidArgument, err)
 	}
@@ -211,7 +428,7 @@ func (sb *Sandbox) Exec(ctx context.Context, execID string, ps *specs.Process, s
 	return p, nil
 }
 
-// StartExec runs a registered exec inside the running container.
+// StartExec runs a registered exec in the workspace.
 func (sb *Sandbox) StartExec(ctx context.Context, execID string) (*process.Process, error) {
 	p, err := sb.Process(execID)
 	if err != nil {
@@ -220,9 +437,31 @@ func (sb *Sandbox) StartExec(ctx context.Context, execID string) (*process.Proce
 	if p.Status() != process.Created {
 		return nil, fmt.Errorf("sandbox %s: exec %q: %w: already started", sb.ID, execID, errdefs.ErrFailedPrecondition)
 	}
-	if err := p.Start(sb.container.Run, sb.execExited); err != nil {
+	if !sb.Started() {
+		return nil, fmt.Errorf("sandbox %s: exec %q: %w: task not started", sb.ID, execID, errdefs.ErrFailedPrecondition)
+	}
+	ws, err := sb.workspace(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
 	}
+	if ok, err := sb.startPooled(execID, p); ok {
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+		}
+		return p, nil
+	}
+	subs, cleanup, err := sb.execCgroup(ws)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+	}
+	p.SetSubCgroups(subs)
+	if err := p.Start(ws.Run, sb.execExited); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+	}
+	sb.mu.Lock()
+	sb.execCleanup[execID] = cleanup
+	sb.mu.Unlock()
 	return p, nil
 }
 
@@ -237,12 +476,18 @@ func (sb *Sandbox) DeleteExec(execID string) (*process.Process, error) {
 	}
 	sb.mu.Lock()
 	delete(sb.execs, execID)
+	cleanup := sb.execCleanup[execID]
+	delete(sb.execCleanup, execID)
 	sb.mu.Unlock()
 	p.Close()
+	if cleanup != nil {
+		cleanup()
+	}
 	return p, nil
 }
 
-// Kill signals one process, or with all every process of the container.
+// Kill signals one process, or with all every process of the sandbox,
+// control plane and workspace alike.
 func (sb *Sandbox) Kill(execID string, sig syscall.Signal, all bool) error {
 	if execID != "" {
 		p, err := sb.Process(execID)
@@ -252,8 +497,7 @@ func (sb *Sandbox) Kill(execID string, sig syscall.Signal, all bool) error {
 		return sb.signalErr(execID, p.Signal(sig))
 	}
 	if all {
-		pids, err := sb.container.Processes()
-		if err == nil {
+		if pids, err := sb.cgroup.GetAllPids(); err == nil {
 			for _, pid := range pids {
 				_ = unix.Kill(pid, sig)
 			}
@@ -265,7 +509,7 @@ func (sb *Sandbox) Kill(execID string, sig syscall.Signal, all bool) error {
 		}
 		return sb.signalErr("", process.ErrFinished)
 	}
-	if err := sb.container.Signal(sig); err != nil {
+	if err := sb.cp.Signal(sig); err != nil {
 		if errors.Is(err, libcontainer.ErrNotRunning) || errors.Is(err, os.ErrProcessDone) {
 			if all {
 				// The signal to every pid above may have ended the init.
@@ -290,9 +534,9 @@ func (sb *Sandbox) signalErr(execID string, err error) error {
 	return fmt.Errorf("sandbox %s: process %q: %w", sb.ID, execID, err)
 }
 
-// Pids lists every process in the container's cgroup.
+// Pids lists every process of the sandbox (both leaves of its cgroup).
 func (sb *Sandbox) Pids() ([]int, error) {
-	pids, err := sb.container.Processes()
+	pids, err := sb.cgroup.GetAllPids()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: pids: %w", sb.ID, err)
 	}
@@ -312,89 +556,147 @@ func (sb *Sandbox) ExecIDs() map[int]string {
 	return m
 }
 
-// Pause freezes the container.
+// containers lists the sandbox's live libcontainer containers.
+func (sb *Sandbox) containers() []*libcontainer.Container {
+	cs := []*libcontainer.Container{sb.cp}
+	select {
+	case <-sb.wsReady:
+		if sb.ws != nil {
+			cs = append(cs, sb.ws)
+		}
+	default:
+	}
+	return cs
+}
+
+// Pause freezes the whole sandbox.
 func (sb *Sandbox) Pause() error {
-	if err := sb.container.Pause(); err != nil {
+	if !sb.Started() {
+		return fmt.Errorf("sandbox %s: pause: %w: not started", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	<-sb.wsReady
+	if err := sb.cgroup.Freeze(cgroups.Frozen); err != nil {
+		_ = sb.cgroup.Freeze(cgroups.Thawed)
 		return fmt.Errorf("sandbox %s: pause: %w", sb.ID, err)
 	}
+	sb.mu.Lock()
+	sb.paused = true
+	sb.mu.Unlock()
 	return nil
 }
 
 // Resume thaws it.
 func (sb *Sandbox) Resume() error {
-	if err := sb.container.Resume(); err != nil {
+	if err := sb.cgroup.Freeze(cgroups.Thawed); err != nil {
 		return fmt.Errorf("sandbox %s: resume: %w", sb.ID, err)
 	}
+	sb.mu.Lock()
+	sb.paused = false
+	sb.mu.Unlock()
 	return nil
 }
 
-// Paused tells whether the container is frozen.
+// Paused tells whether the sandbox is frozen.
 func (sb *Sandbox) Paused() bool {
-	st, err := sb.container.Status()
-	return err == nil && st == libcontainer.Paused
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.paused
 }
 
-// Update applies new resources to the container's cgroup.
+// Update applies new resources to the sandbox cgroup. A workspace memory
+// limit derived from the sandbox's follows it; an annotated one stays.
 func (sb *Sandbox) Update(r *specs.LinuxResources) error {
-	cfg := sb.container.Config()
-	if cfg.Cgroups == nil || cfg.Cgroups.Resources == nil {
-		return fmt.Errorf("sandbox %s: update: %w: container has no cgroup", sb.ID, errdefs.ErrFailedPrecondition)
-	}
-	res := *cfg.Cgroups.Resources
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	res := *sb.res
 	if err := spec.UpdateResources(&res, r); err != nil {
 		return fmt.Errorf("sandbox %s: update: %w: %w", sb.ID, errdefs.ErrInvalidArgument, err)
 	}
-	cg := *cfg.Cgroups
-	cg.Resources = &res
-	cfg.Cgroups = &cg
-	if err := sb.container.Set(cfg); err != nil {
+	if err := sb.cgroup.Set(&res); err != nil {
 		return fmt.Errorf("sandbox %s: update: %w", sb.ID, err)
+	}
+	sb.res = &res
+	if r.Memory != nil && r.Memory.Limit != nil && !sb.settings.MemoryFromAnnotation {
+		if ws := sb.readyWorkspace(); ws != nil {
+			wcfg := ws.Config()
+			wres := *wcfg.Cgroups.Resources
+			wres.Memory = spec.DefaultWorkspaceMemory(*r.Memory.Limit)
+			cg := *wcfg.Cgroups
+			cg.Resources = &wres
+			wcfg.Cgroups = &cg
+			if err := ws.Set(wcfg); err != nil {
+				return fmt.Errorf("sandbox %s: update workspace memory: %w", sb.ID, err)
+			}
+		}
 	}
 	return nil
 }
 
-// Cgroup loads the container's cgroup with containerd's cgroups library,
-// whose stats types containerd's metrics API carries.
-func (sb *Sandbox) Cgroup() (any, error) {
-	cfg := sb.container.Config()
-	if cfg.Cgroups == nil {
-		return nil, fmt.Errorf("sandbox %s: %w: no cgroup", sb.ID, errdefs.ErrNotFound)
+func (sb *Sandbox) readyWorkspace() *libcontainer.Container {
+	select {
+	case <-sb.wsReady:
+		return sb.ws
+	default:
+		return nil
 	}
-	if cgroups.Mode() == cgroups.Unified {
-		path := cfg.Cgroups.Path
-		if path == "" {
-			return nil, fmt.Errorf("sandbox %s: %w: no cgroup path", sb.ID, errdefs.ErrNotFound)
-		}
-		return cgroupsv2.Load(path)
-	}
-	return cgroup1.Load(cgroup1.StaticPath(cfg.Cgroups.Path))
 }
 
-// Delete destroys the container and unmounts the rootfs. The init must
-// have exited, or never been started.
+// CgroupPath is the sandbox cgroup (both leaves below it): stats and OOM
+// notifications are read there.
+func (sb *Sandbox) CgroupPath() string { return sb.paths.Sandbox }
+
+// Delete tears the sandbox down. The init must have exited, or never been
+// started.
 func (sb *Sandbox) Delete(ctx context.Context) error {
-	if sb.Started() && sb.init.Status() != process.Stopped {
-		return fmt.Errorf("sandbox %s: %w: task is running", sb.ID, errdefs.ErrFailedPrecondition)
+	sb.stop()
+	if sb.Started() {
+		if sb.init.Status() != process.Stopped {
+			return fmt.Errorf("sandbox %s: %w: task is running", sb.ID, errdefs.ErrFailedPrecondition)
+		}
+		<-sb.wsReady
 	}
-	return Cleanup(sb.ID, sb.Bundle, sb.container)
+	var errs []error
+	if ws := sb.readyWorkspace(); ws != nil {
+		if err := ws.Destroy(); err != nil {
+			errs = append(errs, fmt.Errorf("destroy workspace: %w", err))
+		}
+	}
+	if err := Cleanup(sb.ID, sb.Bundle, sb.cp, sb.cgroup); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // Cleanup removes everything a sandbox left on the host: its containers
 // (killing what still runs), cgroups, state and rootfs mount. Used by Delete
-// and by the shim's delete action after a crash.
-func Cleanup(id, bundle string, c *libcontainer.Container) error {
+// and, with nil arguments, by the shim's delete action after a crash.
+func Cleanup(id, bundle string, cp *libcontainer.Container, cg cgroups.Manager) error {
 	var errs []error
 	root := StateRoot(bundle)
-	if c == nil {
-		if lc, err := libcontainer.Load(root, id); err == nil {
-			c = lc
-		} else if !errors.Is(err, libcontainer.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("load container: %w", err))
+	if cp == nil {
+		for _, cid := range []string{id + workspaceSuffix, id} {
+			c, err := libcontainer.Load(root, cid)
+			if err != nil {
+				if !errors.Is(err, libcontainer.ErrNotExist) && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, fmt.Errorf("load %s: %w", cid, err))
+				}
+				continue
+			}
+			if cid == id {
+				cp = c
+			} else if err := c.Destroy(); err != nil {
+				errs = append(errs, fmt.Errorf("destroy %s: %w", cid, err))
+			}
 		}
 	}
-	if c != nil {
-		if err := c.Destroy(); err != nil {
-			errs = append(errs, fmt.Errorf("destroy container: %w", err))
+	if cp != nil {
+		if err := cp.Destroy(); err != nil {
+			errs = append(errs, fmt.Errorf("destroy control plane: %w", err))
+		}
+	}
+	if cg != nil {
+		if err := cg.Destroy(); err != nil {
+			errs = append(errs, fmt.Errorf("remove sandbox cgroup: %w", err))
 		}
 	}
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
@@ -407,4 +709,39 @@ func Cleanup(id, bundle string, c *libcontainer.Container) error {
 		return fmt.Errorf("sandbox %s: cleanup: %w", id, errors.Join(errs...))
 	}
 	return nil
+}
+
+// Cgroup loads the sandbox cgroup with containerd's cgroups library, whose
+// stats types containerd's metrics API carries.
+func (sb *Sandbox) Cgroup() (any, error) {
+	if ccgroups.Mode() == ccgroups.Unified {
+		return cgroupsv2.Load(sb.paths.Sandbox)
+	}
+	return cgroup1.Load(cgroup1.StaticPath(sb.paths.Sandbox))
+}
+
+// CleanupDead is the shim's delete action: the shim that served the
+// sandbox is gone, so everything is found again from the bundle.
+func CleanupDead(namespace, id, bundle string) error {
+	var cg cgroups.Manager
+	if s, err := ReadSpec(bundle); err == nil {
+		if paths, err := spec.Cgroups(s, namespace, id); err == nil {
+			if m, err := cgmanager.New(&cgroups.Cgroup{Path: paths.Sandbox, Resources: &cgroups.Resources{}}); err == nil {
+				cg = m
+			}
+		}
+	}
+	return Cleanup(id, bundle, nil, cg)
+}
+
+// WorkspaceReady is closed once the workspace was built (or failed to be).
+func (sb *Sandbox) WorkspaceReady() <-chan struct{} { return sb.wsReady }
+
+// UserCgroup loads the workspace's leaf: its own memory limit OOMs there,
+// which the sandbox cgroup's notifications do not report on cgroup v1.
+func (sb *Sandbox) UserCgroup() (any, error) {
+	if ccgroups.Mode() == ccgroups.Unified {
+		return cgroupsv2.Load(sb.paths.User)
+	}
+	return cgroup1.Load(cgroup1.StaticPath(sb.paths.User))
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/runtime"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oom"
 	oomv1 "github.com/containerd/containerd/v2/pkg/oom/v1"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
@@ -173,15 +174,20 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if exists {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrAlreadyExists, "sandbox %s already exists", r.ID)
 	}
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
 	var mounts []mount.Mount
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
 	sb, err := sandbox.Create(ctx, sandbox.Config{
-		ID:     r.ID,
-		Bundle: r.Bundle,
-		Rootfs: mounts,
-		Stdio:  process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		ID:        r.ID,
+		Namespace: ns,
+		Bundle:    r.Bundle,
+		Rootfs:    mounts,
+		Stdio:     process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 	}, s.onExit)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -209,15 +215,19 @@ func (s *service) watchOOM(ctx context.Context, sb *sandbox.Sandbox) {
 		log.G(ctx).WithError(err).WithField("id", sb.ID).Warn("no cgroup to watch for OOM")
 		return
 	}
+	s.addOOMWatch(ctx, sb.ID, cg)
+}
+
+func (s *service) addOOMWatch(ctx context.Context, id string, cg any) {
 	switch cg := cg.(type) {
 	case cgroup1.Cgroup:
 		if s.cg1oom != nil {
-			if err := s.cg1oom.Add(sb.ID, cg); err != nil {
-				log.G(ctx).WithError(err).WithField("id", sb.ID).Warn("add cgroup to OOM monitor")
+			if err := s.cg1oom.Add(id, cg); err != nil {
+				log.G(ctx).WithError(err).WithField("id", id).Warn("add cgroup to OOM monitor")
 			}
 		}
 	case *cgroupsv2.Manager:
-		go s.watchOOMv2(sb.ID, cg)
+		go s.watchOOMv2(id, cg)
 	}
 }
 
@@ -249,6 +259,12 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		}
 		pid := uint32(sb.Init().Pid())
 		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
+		go func() {
+			<-sb.WorkspaceReady()
+			if cg, err := sb.UserCgroup(); err == nil {
+				s.addOOMWatch(s.ctx, sb.ID, cg)
+			}
+		}()
 		return &taskAPI.StartResponse{Pid: pid}, nil
 	}
 	p, err := sb.StartExec(ctx, r.ExecID)

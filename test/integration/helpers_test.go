@@ -359,6 +359,19 @@ func procCmdline(pid int) string {
 	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 }
 
+// waitCmdline polls pid's cmdline until it reads want or timeout passes,
+// and returns the last one read.
+func waitCmdline(pid int, want string, timeout time.Duration) string {
+	deadline := time.Now().Add(timeout)
+	for {
+		got := procCmdline(pid)
+		if got == want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // readInContainer reads a file inside the mount namespace of a container process through
 // /proc/<pid>/root, which works even while the process is frozen.
 func readInContainer(pid uint32, path string) (string, error) {

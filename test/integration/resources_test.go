@@ -37,7 +37,9 @@ func TestPids(t *testing.T) {
 	if !ok {
 		t.Fatalf("Pids %v does not include the exec pid %d", pidList(t, task), p.Pid())
 	}
-	if got := procCmdline(int(p.Pid())); got != "sleep 120" {
+	// Start returns once the process exists; it may still be finishing its
+	// setup (seccomp, exec) for a moment.
+	if got := waitCmdline(int(p.Pid()), "sleep 120", 2*time.Second); got != "sleep 120" {
 		t.Fatalf("exec pid %d runs %q, want the exec'd sleep", p.Pid(), got)
 	}
 	if execInfo.Info == nil {

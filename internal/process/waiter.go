@@ -1,0 +1,268 @@
+package process
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
+)
+
+// maxRequest is what one SOCK_SEQPACKET request may carry (the waiter's
+// buffer): arguments, environment and cwd together.
+const maxRequest = 192 << 10
+
+// ErrWaiterGone means the pooled process died before it was used (user
+// code can kill it): the caller starts the exec the slow way instead.
+var ErrWaiterGone = errors.New("pooled exec is gone")
+
+// Waiter is an exec libcontainer started ahead of need: it already sits in
+// the workspace's namespaces and cgroups, as the workspace user, and waits
+// for one request on its socket. Using it costs no cgroup migration, which
+// during a fork bomb takes up to hundreds of milliseconds per hierarchy.
+type Waiter struct {
+	lp   *libcontainer.Process
+	sock *os.File
+	pid  int
+
+	mu     sync.Mutex
+	owner  *Process
+	taken  bool
+	exited bool
+	done   chan struct{}
+	onGone func()
+}
+
+// NewWaiterSocket returns the shim's and the waiter's ends of its socket;
+// the waiter's end goes into lp.ExtraFiles (fd 3).
+func NewWaiterSocket() (shim, waiter *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("waiter socket: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "waiter-shim"), os.NewFile(uintptr(fds[1]), "waiter"), nil
+}
+
+// StartWaiter starts lp (whose ExtraFiles hold child) with run. onGone runs
+// if the waiter exits without having been used.
+func StartWaiter(lp *libcontainer.Process, run func(*libcontainer.Process) error, sock, child *os.File, onGone func()) (*Waiter, error) {
+	err := run(lp)
+	child.Close()
+	if err != nil {
+		sock.Close()
+		return nil, err
+	}
+	pid, err := lp.Pid()
+	if err != nil {
+		sock.Close()
+		_ = lp.Signal(syscall.SIGKILL)
+		return nil, err
+	}
+	w := &Waiter{lp: lp, sock: sock, pid: pid, done: make(chan struct{}), onGone: onGone}
+	go w.reap()
+	return w, nil
+}
+
+// reap is the one wait on the waiter's pid; once an exec owns it, the exit
+// is the exec's.
+func (w *Waiter) reap() {
+	ps, _ := w.lp.Wait()
+	w.mu.Lock()
+	w.exited = true
+	owner, onGone := w.owner, w.onGone
+	w.mu.Unlock()
+	close(w.done)
+	if owner == nil {
+		w.sock.Close()
+		if onGone != nil {
+			onGone()
+		}
+		return
+	}
+	owner.exitedWith(ps)
+}
+
+// Pid is the waiter's pid, which the exec keeps.
+func (w *Waiter) Pid() int { return w.pid }
+
+// Alive tells whether the waiter can still be used.
+func (w *Waiter) Alive() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.exited && !w.taken
+}
+
+// Discard ends an unused waiter: closing its socket makes it exit.
+func (w *Waiter) Discard() {
+	w.mu.Lock()
+	taken := w.taken
+	w.taken = true
+	w.mu.Unlock()
+	if !taken {
+		w.sock.Close()
+	}
+}
+
+// take claims the waiter for p, once.
+func (w *Waiter) take(p *Process) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.exited || w.taken {
+		return ErrWaiterGone
+	}
+	w.taken = true
+	w.owner = p
+	return nil
+}
+
+// StartIn runs the process in a pooled waiter: stdio is set up here, the
+// request (args, env, cwd, terminal) goes over the socket with the stdio
+// descriptors, and the waiter answers with the pty master (terminal only)
+// and then either an error or, by closing the socket on exec, success.
+func (p *Process) StartIn(w *Waiter, args, env []string, cwd string, width, height uint16, onExit func(*Process)) (retErr error) {
+	// On ErrWaiterGone nothing changed: the caller may still Start p.
+	if err := w.take(p); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.onExit = onExit
+	p.lp = w.lp
+	p.pid = w.pid
+	p.status = Running
+	p.mu.Unlock()
+	defer close(p.startDone)
+	defer func() {
+		if retErr != nil {
+			// The waiter exits 127 after reporting; that exit is no exec's.
+			p.mu.Lock()
+			p.onExit = nil
+			p.mu.Unlock()
+			_ = w.lp.Signal(syscall.SIGKILL)
+			w.sock.Close()
+			p.setExited(-1)
+		}
+	}()
+	req, err := encodeRequest(args, env, cwd, p.Stdio.Terminal, width, height)
+	if err != nil {
+		return err
+	}
+	io, child, err := newWaiterStdio(p.Stdio)
+	if err != nil {
+		return err
+	}
+	p.setIO(io)
+	if !p.Stdio.Terminal {
+		io.copyPipes()
+	}
+	fds := make([]int, len(child))
+	for i, f := range child {
+		fds[i] = int(f.Fd())
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	err = unix.Sendmsg(int(w.sock.Fd()), req, oob, nil, 0)
+	io.closeChildFiles()
+	if err != nil {
+		return fmt.Errorf("send exec request: %w", err)
+	}
+	for {
+		msg, fd, err := recvMessage(w.sock)
+		if err != nil {
+			return fmt.Errorf("exec request: %w", err)
+		}
+		switch {
+		case msg == "":
+			// EOF: the socket closed on exec.
+			w.sock.Close()
+			return nil
+		case msg[0] == 'E':
+			return errors.New(msg[1:])
+		case msg[0] == 'M' && fd != nil && p.Stdio.Terminal:
+			if err := io.attachConsole(fd); err != nil {
+				return err
+			}
+		default:
+			if fd != nil {
+				fd.Close()
+			}
+			return fmt.Errorf("exec request: unexpected answer %q", msg)
+		}
+	}
+}
+
+func recvMessage(sock *os.File) (string, *os.File, error) {
+	buf := make([]byte, 2048)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return "", nil, err
+		}
+		var fd *os.File
+		if oobn > 0 {
+			scms, err := unix.ParseSocketControlMessage(oob[:oobn])
+			if err != nil {
+				return "", nil, err
+			}
+			for _, scm := range scms {
+				fds, err := unix.ParseUnixRights(&scm)
+				if err != nil {
+					continue
+				}
+				for i, f := range fds {
+					if i == 0 && fd == nil {
+						fd = os.NewFile(uintptr(f), "pty-master")
+					} else {
+						unix.Close(f)
+					}
+				}
+			}
+		}
+		return string(buf[:n]), fd, nil
+	}
+}
+
+// encodeRequest lays out the waiter's request (see libexec/reaper).
+func encodeRequest(args, env []string, cwd string, terminal bool, width, height uint16) ([]byte, error) {
+	if len(args) == 0 {
+		return nil, errors.New("process has no args")
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	var b bytes.Buffer
+	var flags uint32
+	if terminal {
+		flags = 1
+	}
+	for _, v := range []any{uint32(1), flags, height, width, uint32(len(args)), uint32(len(env))} {
+		_ = binary.Write(&b, binary.NativeEndian, v)
+	}
+	for _, s := range append(append([]string{cwd}, args...), env...) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return nil, errors.New("argument, environment or cwd contains a NUL byte")
+		}
+		b.WriteString(s)
+		b.WriteByte(0)
+	}
+	if b.Len() > maxRequest {
+		return nil, fmt.Errorf("arguments and environment take %d bytes, more than the %d an exec may carry", b.Len(), maxRequest)
+	}
+	return b.Bytes(), nil
+}
+
+// Request is what an exec asked to run.
+func (p *Process) Request() (args, env []string, cwd string, width, height uint16) {
+	return p.lp.Args, p.lp.Env, p.lp.Cwd, p.lp.ConsoleWidth, p.lp.ConsoleHeight
+}

@@ -1,0 +1,317 @@
+/*
+ * sandbox-reaper: the small helper the shim runs inside a sandbox's
+ * workspace. Static C, so it runs in any rootfs and no runtime installs
+ * signal handlers behind its back.
+ *
+ * Without arguments it is the workspace's pid 1 and only reaps orphans.
+ * Every signal is blocked and consumed with sigwaitinfo, never handled: the
+ * kernel drops SIGKILL/SIGSTOP sent to a namespace init from inside, and
+ * anything else user code sends is dequeued and ignored, so `kill -9 -1`,
+ * `kill -TERM 1` and friends leave the workspace standing.
+ *
+ * With --wait-exec UID GID it is a pre-built exec: libcontainer already
+ * placed it in the workspace (namespaces, cgroups, seccomp, no_new_privs),
+ * so an exec costs no cgroup migration when it is needed, which matters
+ * while a fork bomb makes every migration slow. It waits under the reaper's
+ * uid, so user code cannot signal, renice, prlimit or read it, holding only
+ * CAP_SETUID, CAP_SETGID and CAP_SETPCAP, which it gives up for good (all
+ * capability sets and the bounding set emptied) once it became UID:GID,
+ * right before the exec. It waits on fd 3 (a
+ * SOCK_SEQPACKET socket to the shim) for one request, sets up stdio (the
+ * three descriptors sent with it, or a new pty whose master goes back to
+ * the shim), changes directory and execs. Any failure before the exec is
+ * reported as one "E<message>" packet; a successful exec closes the socket
+ * (close-on-exec), which the shim reads as success.
+ *
+ * Request: u32 version(1), u32 flags (1 = terminal), u16 rows, u16 cols,
+ * u32 argc, u32 envc, then NUL-terminated cwd, argv[argc], envp[envc];
+ * SCM_RIGHTS: stdin, stdout, stderr (non-terminal only; absent ones are
+ * /dev/null).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <grp.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define SOCK_FD 3
+#define MAX_REQ (192 * 1024)
+
+static void __attribute__((noreturn)) reaper(void)
+{
+	sigset_t all;
+	struct rlimit core = {0, 0};
+
+	setrlimit(RLIMIT_CORE, &core);
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL);
+	/* Inherited descriptors have no business here. */
+	for (int fd = 3; fd < 1024; fd++)
+		close(fd);
+	for (;;) {
+		siginfo_t info;
+		if (sigwaitinfo(&all, &info) < 0)
+			continue;
+		if (info.si_signo == SIGCHLD)
+			while (waitpid(-1, NULL, WNOHANG) > 0)
+				;
+	}
+}
+
+static void fail(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	msg[0] = 'E';
+	va_start(ap, fmt);
+	vsnprintf(msg + 1, sizeof(msg) - 1, fmt, ap);
+	va_end(ap);
+	send(SOCK_FD, msg, strlen(msg), MSG_NOSIGNAL);
+	_exit(127);
+}
+
+static void send_fd(int fd)
+{
+	char c = 'M';
+	struct iovec iov = {.iov_base = &c, .iov_len = 1};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	if (sendmsg(SOCK_FD, &msg, MSG_NOSIGNAL) < 0)
+		_exit(127);
+}
+
+/* home finds the user's home in /etc/passwd, as runc does when HOME is unset. */
+static const char *home(void)
+{
+	static char line[1024];
+	FILE *f = fopen("/etc/passwd", "re");
+	uid_t uid = getuid();
+
+	if (!f)
+		return "/";
+	while (fgets(line, sizeof(line), f)) {
+		char *field[7];
+		char *p = line;
+		int n = 0;
+		for (; n < 7; n++) {
+			field[n] = p;
+			p = strchr(p, n == 6 ? '\n' : ':');
+			if (!p)
+				break;
+			*p++ = 0;
+		}
+		if (n >= 6 && (uid_t)strtoul(field[2], NULL, 10) == uid) {
+			fclose(f);
+			return field[5];
+		}
+	}
+	fclose(f);
+	return "/";
+}
+
+/* become switches to the workspace user and drops every capability. */
+static void become(uid_t uid, gid_t gid)
+{
+	struct __user_cap_header_struct {
+		uint32_t version;
+		int pid;
+	} hdr = {0x20080522, 0}; /* _LINUX_CAPABILITY_VERSION_3 */
+	struct __user_cap_data_struct {
+		uint32_t effective, permitted, inheritable;
+	} data[2] = {{0, 0, 0}, {0, 0, 0}};
+
+	if (setgroups(0, NULL) < 0)
+		fail("setgroups: %s", strerror(errno));
+	if (setresgid(gid, gid, gid) < 0)
+		fail("setresgid %u: %s", gid, strerror(errno));
+	if (setresuid(uid, uid, uid) < 0)
+		fail("setresuid %u: %s", uid, strerror(errno));
+	/* The uid change from non-root kept our capabilities: drop them all. */
+	for (int cap = 0; cap <= 63; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			fail("drop bounding capability %d: %s", cap, strerror(errno));
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		fail("capset: %s", strerror(errno));
+}
+
+static int wait_exec(uid_t uid, gid_t gid)
+{
+	static char req[MAX_REQ + 1];
+	int fds[3] = {-1, -1, -1}, nfds = 0;
+	union {
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {.iov_base = req, .iov_len = MAX_REQ};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	ssize_t n;
+
+	fcntl(SOCK_FD, F_SETFD, FD_CLOEXEC);
+	do
+		n = recvmsg(SOCK_FD, &msg, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		_exit(0); /* the shim dropped this pooled exec */
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			if (nfds > 3)
+				fail("too many descriptors");
+			memcpy(fds, CMSG_DATA(cm), nfds * sizeof(int));
+		}
+	if (n < 20 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		fail("malformed exec request");
+	req[n] = 0;
+
+	uint32_t version, flags, argc, envc;
+	uint16_t rows, cols;
+	memcpy(&version, req, 4);
+	memcpy(&flags, req + 4, 4);
+	memcpy(&rows, req + 8, 2);
+	memcpy(&cols, req + 10, 2);
+	memcpy(&argc, req + 12, 4);
+	memcpy(&envc, req + 16, 4);
+	if (version != 1 || argc == 0 || argc > MAX_REQ / 2 || envc > MAX_REQ / 2)
+		fail("malformed exec request");
+	char **argv = calloc(argc + 1, sizeof(char *));
+	char **envp = calloc(envc + 2, sizeof(char *));
+	if (!argv || !envp)
+		fail("out of memory");
+	char *p = req + 20, *end = req + n;
+	char *cwd = p;
+	p += strlen(p) + 1;
+	for (uint32_t i = 0; i < argc; i++) {
+		if (p >= end)
+			fail("malformed exec request");
+		argv[i] = p;
+		p += strlen(p) + 1;
+	}
+	int has_home = 0;
+	for (uint32_t i = 0; i < envc; i++) {
+		if (p >= end)
+			fail("malformed exec request");
+		envp[i] = p;
+		has_home |= strncmp(p, "HOME=", 5) == 0;
+		p += strlen(p) + 1;
+	}
+
+	become(uid, gid);
+	if (!has_home) {
+		const char *h = home();
+		char *e = malloc(strlen(h) + 6);
+		if (!e)
+			fail("out of memory");
+		sprintf(e, "HOME=%s", h);
+		envp[envc] = e;
+	}
+
+	int std[3];
+	if (flags & 1) {
+		int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+		int unlock = 0;
+		if (master < 0)
+			fail("open /dev/ptmx: %s", strerror(errno));
+		if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+			fail("unlock pty: %s", strerror(errno));
+		int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
+		if (slave < 0)
+			fail("open pty peer: %s", strerror(errno));
+		if (rows && cols) {
+			struct winsize ws = {.ws_row = rows, .ws_col = cols};
+			ioctl(master, TIOCSWINSZ, &ws);
+		}
+		send_fd(master);
+		close(master);
+		std[0] = std[1] = std[2] = slave;
+	} else {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		for (int i = 0; i < 3; i++)
+			std[i] = i < nfds && fds[i] >= 0 ? fds[i] : null;
+	}
+	/* Lift the descriptors out of the 0-2 range before placing them. */
+	for (int i = 0; i < 3; i++) {
+		int fd = fcntl(std[i], F_DUPFD_CLOEXEC, 10);
+		if (fd < 0)
+			fail("dup: %s", strerror(errno));
+		std[i] = fd;
+	}
+	for (int i = 0; i < 3; i++)
+		if (dup2(std[i], i) < 0)
+			fail("dup2: %s", strerror(errno));
+	if ((flags & 1) && ioctl(0, TIOCSCTTY, 0) < 0)
+		fail("set controlling terminal: %s", strerror(errno));
+	/* Only 0-2 and the close-on-exec socket survive the exec. */
+	for (int fd = 4; fd < 1024; fd++)
+		close(fd);
+
+	if (chdir(cwd) < 0)
+		fail("chdir to cwd (\"%s\") set in config.json failed: %s", cwd, strerror(errno));
+
+	const char *file = argv[0];
+	if (strchr(file, '/')) {
+		execve(file, argv, envp);
+		fail("exec: \"%s\": %s", file, strerror(errno));
+	}
+	const char *path = NULL;
+	for (uint32_t i = 0; envp[i]; i++)
+		if (strncmp(envp[i], "PATH=", 5) == 0)
+			path = envp[i] + 5;
+	if (!path)
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	int saw_eacces = 0;
+	for (const char *dir = path; dir; ) {
+		const char *colon = strchr(dir, ':');
+		size_t len = colon ? (size_t)(colon - dir) : strlen(dir);
+		char full[PATH_MAX];
+		if (snprintf(full, sizeof(full), "%.*s/%s", (int)len, len ? dir : ".", file) < (int)sizeof(full)) {
+			execve(full, argv, envp);
+			if (errno == EACCES)
+				saw_eacces = 1;
+		}
+		dir = colon ? colon + 1 : NULL;
+	}
+	if (saw_eacces)
+		fail("exec: \"%s\": permission denied", file);
+	fail("exec: \"%s\": executable file not found in $PATH", file);
+	return 127;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 4 && strcmp(argv[1], "--wait-exec") == 0) {
+		uid_t uid = strtoul(argv[2], NULL, 10);
+		gid_t gid = strtoul(argv[3], NULL, 10);
+		if (uid == 0 || gid == 0)
+			fail("refusing to run user code as root");
+		return wait_exec(uid, gid);
+	}
+	reaper();
+}

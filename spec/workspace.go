@@ -1,0 +1,307 @@
+package spec
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// ReaperPath is where the workspace's pid 1 is bind-mounted. It sits on the
+// container's own /dev tmpfs, so nothing is written into the shared rootfs.
+const ReaperPath = "/dev/.sandbox-reaper"
+
+// WorkspaceTmpSize bounds the private /tmp so user code cannot fill memory
+// through it beyond its own cgroup (tmpfs pages are charged to the writer).
+const WorkspaceTmpSize = "512m"
+
+// workspaceCPUShares is the workspace leaf's cpu weight; the control plane's
+// leaf keeps the default 1024.
+const workspaceCPUShares = 512
+
+// workspaceOOMScoreAdj makes the kernel pick user code first.
+const workspaceOOMScoreAdj = 1000
+
+// ReaperUID is the workspace reaper's uid: nobody, unless that is the
+// workspace user.
+func ReaperUID(st Settings) uint32 {
+	if st.UID == 65534 || st.GID == 65534 {
+		return 65533
+	}
+	return 65534
+}
+
+// WorkspaceOptions is what the workspace needs besides the bundle spec.
+type WorkspaceOptions struct {
+	Settings Settings
+	// NetNS and UTSNS are paths to the control plane's namespaces.
+	NetNS, UTSNS string
+	// CgroupPath is the workspace's leaf under the sandbox cgroup.
+	CgroupPath string
+	// Reaper is the host path of the sandbox-reaper binary.
+	Reaper string
+}
+
+// runc's defaults (and containerd's): kernel interfaces user code must not
+// read or write.
+var (
+	defaultMaskedPaths = []string{
+		"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+		"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+	}
+	defaultReadonlyPaths = []string{
+		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+	}
+)
+
+// WorkspaceSpec derives the workspace's OCI spec from the bundle's: same
+// rootfs, own PID, mount, IPC and cgroup namespaces, the control plane's
+// network and UTS namespaces, a private /tmp, no capabilities, and the
+// reaper as pid 1.
+func WorkspaceSpec(s *specs.Spec, o WorkspaceOptions) (*specs.Spec, error) {
+	if o.NetNS == "" || o.UTSNS == "" {
+		return nil, errors.New("workspace needs the control plane's network and UTS namespaces")
+	}
+	if o.Reaper == "" {
+		return nil, errors.New("workspace needs the reaper binary")
+	}
+	var w specs.Spec
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, err
+	}
+	if w.Linux == nil {
+		return nil, errors.New("bundle spec has no linux section")
+	}
+	for _, ns := range w.Linux.Namespaces {
+		if ns.Type == specs.UserNamespace {
+			return nil, errors.New("user namespaces in the bundle are not supported by io.sandbox.v1")
+		}
+	}
+	// Identity: never root, nothing to escalate with.
+	w.Process = &specs.Process{
+		Args:            []string{ReaperPath},
+		Env:             []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Cwd:             "/",
+		User:            specs.User{UID: o.Settings.UID, GID: o.Settings.GID},
+		Capabilities:    &specs.LinuxCapabilities{},
+		NoNewPrivileges: true,
+		Rlimits:         workspaceRlimits(s.Process),
+	}
+	adj := workspaceOOMScoreAdj
+	w.Process.OOMScoreAdj = &adj
+	// The hostname belongs to the shared UTS namespace: set by the control plane.
+	w.Hostname, w.Domainname = "", ""
+	// Hooks are the control plane's (reservations and the like).
+	w.Hooks = nil
+	// Namespaces.
+	w.Linux.Namespaces = []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace},
+		{Type: specs.MountNamespace},
+		{Type: specs.IPCNamespace},
+		{Type: specs.NetworkNamespace, Path: o.NetNS},
+		{Type: specs.UTSNamespace, Path: o.UTSNS},
+	}
+	if hasNamespace(s, specs.CgroupNamespace) {
+		w.Linux.Namespaces = append(w.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	}
+	// Network sysctls would rewrite the shared namespace.
+	w.Linux.Sysctl = nil
+	w.Linux.MaskedPaths = union(w.Linux.MaskedPaths, defaultMaskedPaths)
+	w.Linux.ReadonlyPaths = union(w.Linux.ReadonlyPaths, defaultReadonlyPaths)
+	w.Linux.Seccomp = WorkspaceSeccomp()
+	w.Linux.CgroupsPath = o.CgroupPath
+	w.Linux.Resources = workspaceResources(s, o.Settings)
+	w.Mounts = workspaceMounts(s.Mounts, o.Reaper)
+	return &w, nil
+}
+
+// Workspace returns the libcontainer config of the workspace container.
+func Workspace(id, bundle string, s *specs.Spec, o WorkspaceOptions) (*configs.Config, error) {
+	w, err := WorkspaceSpec(s, o)
+	if err != nil {
+		return nil, err
+	}
+	return ControlPlane(id, bundle, w)
+}
+
+// WorkspaceProcess converts a containerd exec into a workspace process:
+// whatever the caller asked, it runs as the workspace user with no
+// capabilities, no_new_privs and no core dumps.
+func WorkspaceProcess(p *specs.Process, st Settings) (*libcontainer.Process, error) {
+	if p == nil {
+		return nil, errors.New("no process spec")
+	}
+	q := *p
+	q.User = specs.User{UID: st.UID, GID: st.GID}
+	q.Capabilities = &specs.LinuxCapabilities{}
+	q.NoNewPrivileges = true
+	q.Rlimits = workspaceRlimits(p)
+	q.ApparmorProfile = ""
+	lp, err := Process(&q)
+	if err != nil {
+		return nil, err
+	}
+	lp.Capabilities = &configs.Capabilities{}
+	return lp, nil
+}
+
+// workspaceRlimits keeps the given limits but forces RLIMIT_CORE to a hard
+// 0: a core dump would write a process' memory (and secrets) to disk.
+func workspaceRlimits(p *specs.Process) []specs.POSIXRlimit {
+	var out []specs.POSIXRlimit
+	if p != nil {
+		for _, r := range p.Rlimits {
+			if r.Type != "RLIMIT_CORE" {
+				out = append(out, r)
+			}
+		}
+	}
+	return append(out, specs.POSIXRlimit{Type: "RLIMIT_CORE", Hard: 0, Soft: 0})
+}
+
+func workspaceResources(s *specs.Spec, st Settings) *specs.LinuxResources {
+	r := &specs.LinuxResources{}
+	if s.Linux.Resources != nil {
+		// Device rules are per cgroup on v1: keep the bundle's.
+		r.Devices = s.Linux.Resources.Devices
+	}
+	pids := st.PidsLimit
+	r.Pids = &specs.LinuxPids{Limit: &pids}
+	// Half the control plane's weight: busy user code slows, not starves, it.
+	shares := uint64(workspaceCPUShares)
+	r.CPU = &specs.LinuxCPU{Shares: &shares}
+	if st.MemoryLimit > 0 {
+		m := st.MemoryLimit
+		r.Memory = &specs.LinuxMemory{Limit: &m}
+	}
+	return r
+}
+
+// workspaceMounts drops the bundle's /tmp for a private, size-limited one,
+// makes /sys and cgroupfs read-only whatever the bundle said, and adds the
+// reaper.
+func workspaceMounts(in []specs.Mount, reaper string) []specs.Mount {
+	var out []specs.Mount
+	for _, m := range in {
+		dst := path.Clean(m.Destination)
+		if dst == "/tmp" {
+			continue
+		}
+		if m.Type == "sysfs" || m.Type == "cgroup" || m.Type == "cgroup2" || dst == "/sys" || dst == "/sys/fs/cgroup" {
+			m.Options = append(slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "rw" }), "ro")
+		}
+		out = append(out, m)
+	}
+	out = append(out,
+		specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
+			Options: []string{"nosuid", "nodev", "mode=1777", "size=" + WorkspaceTmpSize}},
+		specs.Mount{Destination: ReaperPath, Type: "bind", Source: reaper,
+			Options: []string{"bind", "ro", "nosuid", "nodev"}},
+	)
+	return out
+}
+
+func hasNamespace(s *specs.Spec, t specs.LinuxNamespaceType) bool {
+	if s.Linux == nil {
+		return false
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == t {
+			return true
+		}
+	}
+	return false
+}
+
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// ControlPlaneSpec returns the bundle spec with the control plane placed in
+// its leaf of the sandbox cgroup. The sandbox's own limits live on the
+// parent (see Sandbox cgroup), so the leaf keeps only device rules.
+func ControlPlaneSpec(s *specs.Spec, cgroupPath string) (*specs.Spec, error) {
+	if s.Linux == nil {
+		return nil, errors.New("bundle spec has no linux section")
+	}
+	c := *s
+	l := *s.Linux
+	c.Linux = &l
+	l.CgroupsPath = cgroupPath
+	r := &specs.LinuxResources{}
+	if s.Linux.Resources != nil {
+		r.Devices = s.Linux.Resources.Devices
+	}
+	l.Resources = r
+	return &c, nil
+}
+
+// CgroupPaths are the sandbox cgroup and its two leaves.
+type CgroupPaths struct {
+	Sandbox, Control, User string
+}
+
+// Cgroups places the sandbox where the bundle asks (containerd's
+// cgroupsPath, or /<namespace>/<id> like runc's default) with its leaves.
+func Cgroups(s *specs.Spec, namespace, id string) (CgroupPaths, error) {
+	p := ""
+	if s.Linux != nil {
+		p = s.Linux.CgroupsPath
+	}
+	if p == "" {
+		p = "/" + path.Join(namespace, id)
+	}
+	if !path.IsAbs(p) {
+		return CgroupPaths{}, fmt.Errorf("cgroupsPath %q: only absolute cgroupfs paths are supported", p)
+	}
+	p = path.Clean(p)
+	if p == "/" {
+		return CgroupPaths{}, fmt.Errorf("cgroupsPath %q: the root cgroup cannot hold a sandbox", p)
+	}
+	return CgroupPaths{Sandbox: p, Control: path.Join(p, "control"), User: path.Join(p, "user")}, nil
+}
+
+// WaiterArg makes the reaper binary a pooled exec (see libexec/reaper).
+const WaiterArg = "--wait-exec"
+
+// waiterCaps are all a pooled exec holds while it waits: enough to become
+// the workspace user, and to drop them for good right before the exec.
+var waiterCaps = []string{"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
+
+// WaiterProcess is a pooled exec: it waits under the reaper's uid, out of
+// user code's reach (a same-uid process could prlimit, renice or stop it
+// and so cripple the platform's next exec), and becomes the workspace user
+// only when a request arrives.
+func WaiterProcess(st Settings) (*libcontainer.Process, error) {
+	ruid := ReaperUID(st)
+	lp, err := Process(&specs.Process{
+		Args: []string{ReaperPath, WaiterArg, fmt.Sprint(st.UID), fmt.Sprint(st.GID)},
+		Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Cwd:  "/", User: specs.User{UID: ruid, GID: ruid},
+		NoNewPrivileges: true,
+		Rlimits:         workspaceRlimits(nil),
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Ambient (and so inheritable) carries them across the exec into the
+	// waiter, which runs as a non-root uid.
+	lp.Capabilities = &configs.Capabilities{Bounding: waiterCaps, Effective: waiterCaps, Permitted: waiterCaps, Inheritable: waiterCaps, Ambient: waiterCaps}
+	return lp, nil
+}

@@ -1,0 +1,196 @@
+// Command demo runs one sandbox on a private containerd and shows, step by
+// step, what user code can and cannot do to the control plane. It is what
+// `make demo` runs.
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/sandbox-shim/sandbox-shim/test/harness"
+)
+
+const (
+	id   = "demo"
+	port = 8080
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo failed:", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, a ...any) { fmt.Printf("\n==> "+format+"\n", a...) }
+
+func run() error {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	step("starting a private containerd (nothing shared with a host containerd)")
+	d, err := harness.Start(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("cleaning up")
+		if err := d.Stop(); err != nil {
+			fmt.Println("cleanup:", err)
+		}
+	}()
+	c := d.Client
+	img, err := c.GetImage(ctx, harness.Image)
+	if err != nil {
+		return err
+	}
+	step("sandbox %q on runtime %s: the control plane is the image entrypoint, an HTTP server on :%d", id, harness.SandboxRuntime, port)
+	ctr, err := c.NewContainer(ctx, id,
+		client.WithImage(img), client.WithNewSnapshot(id+"-snap", img),
+		client.WithRuntime(harness.SandboxRuntime, nil),
+		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("/usr/sbin/httpd", "-f", "-p", fmt.Sprint(port), "-h", "/www"),
+			oci.WithMemoryLimit(256<<20)))
+	if err != nil {
+		return err
+	}
+	defer ctr.Delete(context.WithoutCancel(ctx), client.WithSnapshotCleanup)
+	task, err := ctr.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		return err
+	}
+	defer task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
+	if err := task.Start(ctx); err != nil {
+		return err
+	}
+	cpPid := int(task.Pid())
+	if err := checkControlPlane(cpPid); err != nil {
+		return err
+	}
+
+	n := 0
+	exec := func(title string, args ...string) (string, error) {
+		n++
+		fmt.Printf("  [user code] $ %s\n", strings.Join(args, " "))
+		var out syncBuffer
+		spec, err := ctr.Spec(ctx)
+		if err != nil {
+			return "", err
+		}
+		ps := *spec.Process
+		ps.Args = args
+		ps.Terminal = false
+		p, err := task.Exec(ctx, fmt.Sprintf("demo-%d", n), &ps, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
+		if err != nil {
+			return "", err
+		}
+		st, err := p.Wait(ctx)
+		if err != nil {
+			return "", err
+		}
+		if err := p.Start(ctx); err != nil {
+			return "", err
+		}
+		var es client.ExitStatus
+		select {
+		case es = <-st:
+		case <-time.After(30 * time.Second):
+			return out.String(), fmt.Errorf("%s: timed out", title)
+		}
+		// Delete waits for the output to drain.
+		if _, err := p.Delete(ctx); err != nil {
+			return out.String(), err
+		}
+		for _, l := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+			if l != "" {
+				fmt.Printf("      %s\n", l)
+			}
+		}
+		fmt.Printf("      (exit %d)\n", es.ExitCode())
+		return out.String(), nil
+	}
+
+	step("guarantee 1: user code cannot see or kill the control plane")
+	fmt.Println("  every exec runs in a workspace: its own PID namespace (a sibling of the control plane's), a non-root user, no capabilities")
+	if _, err := exec("whoami", "id"); err != nil {
+		return err
+	}
+	out, err := exec("ps", "ps", "-o", "pid,user,args")
+	if err != nil {
+		return err
+	}
+	if strings.Contains(out, "httpd") {
+		return fmt.Errorf("the control plane is visible to user code")
+	}
+	fmt.Println("  -> no httpd in the list: the control plane is not there to signal")
+	if _, err := exec("kill -9 -1", "sh", "-c", "kill -9 -1; echo still here"); err != nil {
+		return err
+	}
+	if _, err := exec("every signal", "/usr/local/bin/attacker", "signal-all"); err != nil {
+		return err
+	}
+	if _, err := exec("oom", "/usr/local/bin/attacker", "oom-adj"); err != nil {
+		return err
+	}
+	if _, err := exec("ptrace", "/usr/local/bin/attacker", "ptrace"); err != nil {
+		return err
+	}
+	if _, err := exec("cgroup", "/usr/local/bin/attacker", "cgroup"); err != nil {
+		return err
+	}
+	fmt.Println("  a fork bomb for 3 seconds (the workspace's pids limit stops it):")
+	if _, err := exec("fork bomb", "sh", "-c", "b(){ b|b& }; b 2>/dev/null & sleep 3; echo fork bomb ran"); err != nil {
+		return err
+	}
+	start := time.Now()
+	if _, err := exec("after", "true"); err != nil {
+		return err
+	}
+	fmt.Printf("  a new exec during the fork bomb took %v\n", time.Since(start).Round(time.Millisecond))
+	if err := checkControlPlane(cpPid); err != nil {
+		return err
+	}
+	if int(task.Pid()) != cpPid {
+		return fmt.Errorf("control plane pid changed")
+	}
+	fmt.Printf("  -> the control plane (pid %d on the host) survived everything\n", cpPid)
+
+	step("guarantee 2 (reserved ports) and 3 (execSecure): arrive with the next issues")
+	return nil
+}
+
+// syncBuffer collects stdout and stderr, which arrive concurrently.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func checkControlPlane(pid int) error {
+	body, err := harness.HTTPGet(pid, port, "/", 3*time.Second)
+	if err != nil {
+		return fmt.Errorf("[outside] control plane does not answer: %w", err)
+	}
+	fmt.Printf("  [outside] GET http://127.0.0.1:%d/ in the sandbox's network -> %q\n", port, strings.TrimSpace(body))
+	return nil
+}
