@@ -33,6 +33,14 @@ const (
 
 func isRunc() bool { return runtimeName == harness.RuncRuntime }
 
+// skipUnderRunc skips a test of something only io.sandbox.v1 does.
+func skipUnderRunc(t *testing.T, why string) {
+	t.Helper()
+	if isRunc() {
+		t.Skip("runc shim: " + why)
+	}
+}
+
 // testCtx returns a namespaced context that ends with the test (or after testTimeout).
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
