@@ -339,6 +339,12 @@ func (sb *Sandbox) buildWorkspace(net, uts *os.File) {
 		sb.wsErr = fmt.Errorf("workspace config: %w", err)
 		return
 	}
+	// A control plane that already exited (a one-shot task) needs no
+	// workspace: skip building one only to tear it down.
+	if sb.stopped() {
+		sb.wsErr = errors.New("the control plane has exited")
+		return
+	}
 	ws, err := libcontainer.Create(StateRoot(sb.Bundle), sb.ID+workspaceSuffix, cfg)
 	if err != nil {
 		sb.wsErr = fmt.Errorf("create workspace: %w", err)
@@ -374,6 +380,15 @@ func (sb *Sandbox) buildWorkspace(net, uts *os.File) {
 
 // stop ends the pool's refilling: the sandbox is going away.
 func (sb *Sandbox) stop() { sb.stopOnce.Do(func() { close(sb.stopping) }) }
+
+func (sb *Sandbox) stopped() bool {
+	select {
+	case <-sb.stopping:
+		return true
+	default:
+		return sb.init.Status() == process.Stopped
+	}
+}
 
 // workspace waits until the workspace is built, or ctx ends.
 func (sb *Sandbox) workspace(ctx context.Context) (*libcontainer.Container, error) {
