@@ -64,12 +64,8 @@ func newStdio(cfg Stdio, lp *libcontainer.Process) (_ *stdio, retErr error) {
 			s.close()
 		}
 	}()
-	if cfg.Stdin != "" {
-		sc, err := fifo.OpenFifo(context.Background(), cfg.Stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return nil, fmt.Errorf("open stdin fifo %s: %w", cfg.Stdin, err)
-		}
-		s.stdinCloser = sc
+	if err := s.holdStdin(); err != nil {
+		return nil, err
 	}
 	if cfg.Terminal {
 		parent, child, err := utils.NewSockPair("console")
@@ -80,32 +76,19 @@ func newStdio(cfg Stdio, lp *libcontainer.Process) (_ *stdio, retErr error) {
 		lp.ConsoleSocket = child
 		return s, nil
 	}
-	if cfg.Stdin != "" {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		s.childFiles = append(s.childFiles, r)
-		s.stdinW = w
-		lp.Stdin = r
+	child, err := s.makePipes()
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Stdout != "" {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		s.childFiles = append(s.childFiles, w)
-		s.stdoutR = r
-		lp.Stdout = w
+	// libcontainer gives an absent stream /dev/null.
+	if child[0] != nil {
+		lp.Stdin = child[0]
 	}
-	if cfg.Stderr != "" {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		s.childFiles = append(s.childFiles, w)
-		s.stderrR = r
-		lp.Stderr = w
+	if child[1] != nil {
+		lp.Stdout = child[1]
+	}
+	if child[2] != nil {
+		lp.Stderr = child[2]
 	}
 	return s, nil
 }
@@ -168,6 +151,44 @@ func (s *stdio) copyPipes() {
 	}
 }
 
+// holdStdin opens the shim's own writer on the stdin FIFO (see stdinCloser).
+func (s *stdio) holdStdin() error {
+	if s.cfg.Stdin == "" {
+		return nil
+	}
+	sc, err := fifo.OpenFifo(context.Background(), s.cfg.Stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("open stdin fifo %s: %w", s.cfg.Stdin, err)
+	}
+	s.stdinCloser = sc
+	return nil
+}
+
+// makePipes creates a pipe for each stream cfg wants and returns the
+// process' ends as stdin, stdout, stderr (nil for a stream not wanted).
+func (s *stdio) makePipes() ([3]*os.File, error) {
+	var child [3]*os.File
+	for i, want := range []bool{s.cfg.Stdin != "", s.cfg.Stdout != "", s.cfg.Stderr != ""} {
+		if !want {
+			continue
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			return child, err
+		}
+		switch i {
+		case 0:
+			child[i], s.stdinW = r, w
+		case 1:
+			child[i], s.stdoutR = w, r
+		case 2:
+			child[i], s.stderrR = w, r
+		}
+		s.childFiles = append(s.childFiles, child[i])
+	}
+	return child, nil
+}
+
 // newWaiterStdio prepares stdio for a pooled exec: pipes whose child ends
 // (or /dev/null for a stream not wanted) are sent to the waiter, in the order
 // stdin, stdout, stderr. A terminal exec gets no pipes: the waiter sends its
@@ -179,48 +200,26 @@ func newWaiterStdio(cfg Stdio) (_ *stdio, child []*os.File, retErr error) {
 			s.close()
 		}
 	}()
-	if cfg.Stdin != "" {
-		sc, err := fifo.OpenFifo(context.Background(), cfg.Stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return nil, nil, fmt.Errorf("open stdin fifo %s: %w", cfg.Stdin, err)
-		}
-		s.stdinCloser = sc
+	if err := s.holdStdin(); err != nil {
+		return nil, nil, err
 	}
 	if cfg.Terminal {
 		return s, nil, nil
+	}
+	pipes, err := s.makePipes()
+	if err != nil {
+		return nil, nil, err
 	}
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return nil, nil, err
 	}
 	s.childFiles = append(s.childFiles, null)
-	child = []*os.File{null, null, null}
-	if cfg.Stdin != "" {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, nil, err
+	for _, f := range pipes {
+		if f == nil {
+			f = null
 		}
-		s.childFiles = append(s.childFiles, r)
-		s.stdinW = w
-		child[0] = r
-	}
-	if cfg.Stdout != "" {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, nil, err
-		}
-		s.childFiles = append(s.childFiles, w)
-		s.stdoutR = r
-		child[1] = w
-	}
-	if cfg.Stderr != "" {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, nil, err
-		}
-		s.childFiles = append(s.childFiles, w)
-		s.stderrR = r
-		child[2] = w
+		child = append(child, f)
 	}
 	return s, child, nil
 }

@@ -728,11 +728,13 @@ func Cleanup(id, bundle string, cp *libcontainer.Container, cg cgroups.Manager) 
 
 // Cgroup loads the sandbox cgroup with containerd's cgroups library, whose
 // stats types containerd's metrics API carries.
-func (sb *Sandbox) Cgroup() (any, error) {
+func (sb *Sandbox) Cgroup() (any, error) { return loadCgroup(sb.paths.Sandbox) }
+
+func loadCgroup(path string) (any, error) {
 	if ccgroups.Mode() == ccgroups.Unified {
-		return cgroupsv2.Load(sb.paths.Sandbox)
+		return cgroupsv2.Load(path)
 	}
-	return cgroup1.Load(cgroup1.StaticPath(sb.paths.Sandbox))
+	return cgroup1.Load(cgroup1.StaticPath(path))
 }
 
 // CleanupDead is the shim's delete action: the shim that served the
@@ -754,9 +756,4 @@ func (sb *Sandbox) WorkspaceReady() <-chan struct{} { return sb.wsReady }
 
 // UserCgroup loads the workspace's leaf: its own memory limit OOMs there,
 // which the sandbox cgroup's notifications do not report on cgroup v1.
-func (sb *Sandbox) UserCgroup() (any, error) {
-	if ccgroups.Mode() == ccgroups.Unified {
-		return cgroupsv2.Load(sb.paths.User)
-	}
-	return cgroup1.Load(cgroup1.StaticPath(sb.paths.User))
-}
+func (sb *Sandbox) UserCgroup() (any, error) { return loadCgroup(sb.paths.User) }
