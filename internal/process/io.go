@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,8 +26,9 @@ type Stdio struct {
 	Terminal bool
 }
 
-// ioWaitTimeout bounds how long an exit waits for output still buffered in
-// the pipes: a daemon that inherited stdout must not hold the exit event.
+// ioWaitTimeout bounds how long an exit waits for output that stopped
+// moving: a daemon that inherited stdout must not hold the exit event, but
+// output still flowing (a slow client, a loaded host) is waited for.
 const ioWaitTimeout = 2 * time.Second
 
 // stdio moves bytes between containerd's FIFOs and the process: through
@@ -52,6 +54,7 @@ type stdio struct {
 	stdinCloser io.Closer
 	closers     []io.Closer
 	copying     sync.WaitGroup
+	moved       atomic.Int64 // bytes written to the output FIFOs
 	closeOnce   sync.Once
 	mu          sync.Mutex
 }
@@ -258,7 +261,7 @@ func (s *stdio) copyOut(path string, src io.Reader) {
 			s.addCloser(r)
 		}
 		buf := make([]byte, 32<<10)
-		_, _ = io.CopyBuffer(w, src, buf)
+		_, _ = io.CopyBuffer(progressWriter{w, &s.moved}, src, buf)
 		// The pty returns EIO once the last slave fd closed: a normal end.
 		w.Close()
 		if r != nil {
@@ -273,17 +276,41 @@ func (s *stdio) addCloser(c io.Closer) {
 	s.mu.Unlock()
 }
 
-// wait waits for the output streams to drain, at most ioWaitTimeout.
+// wait waits for the output streams to drain, giving up once nothing has
+// moved for ioWaitTimeout.
 func (s *stdio) wait() {
 	done := make(chan struct{})
 	go func() {
 		s.copying.Wait()
 		close(done)
 	}()
-	select {
-	case <-done:
-	case <-time.After(ioWaitTimeout):
+	tick := time.NewTicker(ioWaitTimeout)
+	defer tick.Stop()
+	last := s.moved.Load()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			now := s.moved.Load()
+			if now == last {
+				return
+			}
+			last = now
+		}
 	}
+}
+
+// progressWriter counts what reached the FIFO.
+type progressWriter struct {
+	w     io.Writer
+	moved *atomic.Int64
+}
+
+func (p progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.moved.Add(int64(n))
+	return n, err
 }
 
 // closeStdin implements CloseIO.
