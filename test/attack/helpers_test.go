@@ -1,17 +1,14 @@
 package attack
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -67,34 +64,6 @@ func cleanupCtx() (context.Context, context.CancelFunc) {
 
 var seq atomic.Int64
 
-var nonID = regexp.MustCompile(`[^a-z0-9]+`)
-
-func newID(t *testing.T) string {
-	name := strings.Trim(nonID.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
-	if len(name) > 40 {
-		name = strings.TrimLeft(name[len(name)-40:], "-")
-	}
-	return fmt.Sprintf("%s-%d", name, seq.Add(1))
-}
-
-// syncBuffer collects a process' output from cio's copy goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func ioCreator(stdout, stderr io.Writer, tty bool) cio.Creator {
 	opts := []cio.Opt{cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(d.FIFODir())}
 	if tty {
@@ -114,7 +83,7 @@ type sandbox struct {
 	startTime uint64
 	// proc is the init's process spec; execs start from it (as root, which the shim overrides).
 	proc   specs.Process
-	cpLog  *syncBuffer
+	cpLog  *harness.SyncBuffer
 	userCg map[string]string // controller -> the workspace's cgroup dir
 }
 
@@ -122,23 +91,11 @@ type sandbox struct {
 // until the control plane answers. The container and task are removed when the test ends.
 func newSandbox(t *testing.T, ctx context.Context, args []string, opts ...oci.SpecOpts) *sandbox {
 	t.Helper()
-	id := newID(t)
-	img, err := d.Client.GetImage(ctx, attackImage)
-	if err != nil {
-		t.Fatalf("get image: %v", err)
-	}
-	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(args...)}, opts...)
-	c, err := d.Client.NewContainer(ctx, id,
-		client.WithImage(img),
-		client.WithNewSnapshot(id, img),
-		client.WithRuntime(harness.SandboxRuntime, nil),
-		client.WithNewSpec(specOpts...),
-	)
-	if err != nil {
-		t.Fatalf("new container %s: %v", id, err)
-	}
-	t.Cleanup(func() { removeContainer(t, id) })
-	sb := &sandbox{id: id, cpLog: &syncBuffer{}}
+	id := harness.TestID(t)
+	c := d.TestContainer(t, ctx, id, attackImage, harness.SandboxRuntime,
+		append([]oci.SpecOpts{oci.WithProcessArgs(args...)}, opts...)...)
+	sb := &sandbox{id: id, cpLog: &harness.SyncBuffer{}}
+	var err error
 	sb.task, err = c.NewTask(ctx, ioCreator(sb.cpLog, sb.cpLog, false))
 	if err != nil {
 		t.Fatalf("new task %s: %v", id, err)
@@ -183,29 +140,6 @@ func newSandbox(t *testing.T, ctx context.Context, args []string, opts ...oci.Sp
 		t.Fatalf("no workspace pids/memory cgroup found for %s (%v)", id, sb.userCg)
 	}
 	return sb
-}
-
-// removeContainer kills and deletes the task and the container with its snapshot.
-func removeContainer(t *testing.T, id string) {
-	ctx, cancel := cleanupCtx()
-	defer cancel()
-	c, err := d.Client.LoadContainer(ctx, id)
-	if err != nil {
-		if !errdefs.IsNotFound(err) {
-			t.Errorf("cleanup: load container %s: %v", id, err)
-		}
-		return
-	}
-	if task, err := c.Task(ctx, nil); err == nil {
-		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			t.Errorf("cleanup: delete task %s: %v", id, err)
-		}
-	} else if !errdefs.IsNotFound(err) {
-		t.Errorf("cleanup: load task %s: %v", id, err)
-	}
-	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-		t.Errorf("cleanup: delete container %s: %v", id, err)
-	}
 }
 
 // userCgroups finds the workspace leaf (<sandbox>/user) in every v1 hierarchy, following the
@@ -327,8 +261,8 @@ type execResult struct {
 type proc struct {
 	p      client.Process
 	ch     <-chan client.ExitStatus
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *harness.SyncBuffer
+	stderr *harness.SyncBuffer
 	begin  time.Time
 }
 
@@ -341,7 +275,7 @@ func (sb *sandbox) startExec(ctx context.Context, tty bool, args ...string) (*pr
 	if tty {
 		spec.ConsoleSize = &specs.Box{Height: 24, Width: 80}
 	}
-	pr := &proc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, begin: time.Now()}
+	pr := &proc{stdout: &harness.SyncBuffer{}, stderr: &harness.SyncBuffer{}, begin: time.Now()}
 	id := fmt.Sprintf("x%d", seq.Add(1))
 	var errw io.Writer = pr.stderr
 	if tty {

@@ -31,47 +31,29 @@ const controlPlaneBody = "control-plane-ok"
 var d *harness.Daemon
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(harness.RunTests(m, "attack", 3*time.Minute, setup))
 }
 
-func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "attack tests need root; skipping")
-		return 0
-	}
+// setup makes daemon the suite's d, and builds and imports the attack image into it.
+func setup(ctx context.Context, daemon *harness.Daemon) error {
+	d = daemon
 	if _, err := harness.ShimBinary(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	tmp, err := os.MkdirTemp("", "attack-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
 	defer os.RemoveAll(tmp)
 	image, err := buildImage(ctx, tmp)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "build attack image: %v\n", err)
-		return 1
+		return fmt.Errorf("build attack image: %w", err)
 	}
-	d, err = harness.Start(ctx)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "start containerd: %v\n", err)
-		return 1
-	}
-	defer func() {
-		if err := d.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop containerd: %v\n", err)
-		}
-	}()
 	if err := importImage(ctx, image); err != nil {
-		fmt.Fprintf(os.Stderr, "import attack image: %v\n", err)
-		return 1
+		return fmt.Errorf("import attack image: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "attack suite against %s (containerd dir %s)\n", harness.SandboxRuntime, d.Dir)
-	return m.Run()
+	return nil
 }
 
 // buildImage builds the static attacker and the attack image into dir, so the suite never

@@ -4,13 +4,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -49,17 +47,10 @@ func run() error {
 			fmt.Println("cleanup:", err)
 		}
 	}()
-	c := d.Client
-	img, err := c.GetImage(ctx, harness.Image)
-	if err != nil {
-		return err
-	}
 	step("sandbox %q on runtime %s: the control plane is the image entrypoint, an HTTP server on :%d", id, harness.SandboxRuntime, port)
-	ctr, err := c.NewContainer(ctx, id,
-		client.WithImage(img), client.WithNewSnapshot(id+"-snap", img),
-		client.WithRuntime(harness.SandboxRuntime, nil),
-		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("/usr/sbin/httpd", "-f", "-p", fmt.Sprint(port), "-h", "/www"),
-			oci.WithMemoryLimit(256<<20)))
+	ctr, err := d.NewContainer(ctx, id, harness.Image, harness.SandboxRuntime,
+		oci.WithProcessArgs("/usr/sbin/httpd", "-f", "-p", fmt.Sprint(port), "-h", "/www"),
+		oci.WithMemoryLimit(256<<20))
 	if err != nil {
 		return err
 	}
@@ -81,7 +72,7 @@ func run() error {
 	exec := func(title string, args ...string) (string, error) {
 		n++
 		fmt.Printf("  [user code] $ %s\n", strings.Join(args, " "))
-		var out syncBuffer
+		var out harness.SyncBuffer
 		spec, err := ctr.Spec(ctx)
 		if err != nil {
 			return "", err
@@ -166,24 +157,6 @@ func run() error {
 
 	step("guarantee 2 (reserved ports) and 3 (execSecure): arrive with the next issues")
 	return nil
-}
-
-// syncBuffer collects stdout and stderr, which arrive concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func checkControlPlane(pid int) error {

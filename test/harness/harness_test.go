@@ -18,16 +18,9 @@ import (
 // returns its stdout, stderr and exit code.
 func run(ctx context.Context, t *testing.T, d *harness.Daemon, rt, id string, args ...string) (string, string, uint32) {
 	t.Helper()
-	img, err := d.Client.GetImage(ctx, harness.Image)
+	c, err := d.NewContainer(ctx, id, harness.Image, rt, oci.WithProcessArgs(args...))
 	if err != nil {
-		t.Fatalf("get image: %v", err)
-	}
-	c, err := d.Client.NewContainer(ctx, id,
-		client.WithNewSnapshot(id, img),
-		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(args...)),
-		client.WithRuntime(rt, nil))
-	if err != nil {
-		t.Fatalf("new container: %v", err)
+		t.Fatal(err)
 	}
 	defer c.Delete(ctx, client.WithSnapshotCleanup)
 	var stdout, stderr bytes.Buffer
@@ -85,13 +78,7 @@ func TestRuncEcho(t *testing.T) {
 	}
 
 	// A running task survives a daemon restart and is still reachable.
-	img, err := d.Client.GetImage(ctx, harness.Image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := d.Client.NewContainer(ctx, "sleeper", client.WithNewSnapshot("sleeper", img),
-		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "1000")),
-		client.WithRuntime(harness.RuncRuntime, nil))
+	c, err := d.NewContainer(ctx, "sleeper", harness.Image, harness.RuncRuntime, oci.WithProcessArgs("sleep", "1000"))
 	if err != nil {
 		t.Fatal(err)
 	}

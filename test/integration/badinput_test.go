@@ -35,6 +35,21 @@ func createAndStart(t *testing.T, ctx context.Context, c client.Container) error
 	return task.Start(ctx)
 }
 
+// execAndStart execs spec in the task and starts it, and returns the first error; an exec
+// that was created is deleted again.
+func execAndStart(ctx context.Context, task client.Task, execID string, spec *specs.Process) error {
+	p, err := task.Exec(ctx, execID, spec, nullIO())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(ctx, stepTimeout)
+		defer cancel()
+		p.Delete(dctx) //nolint:errcheck // the exec never ran
+	}()
+	return p.Start(ctx)
+}
+
 // assertContainerWorks runs a fresh container to completion and checks its output: the
 // runtime is still serving after a failure.
 func assertContainerWorks(t *testing.T, ctx context.Context) {
@@ -78,13 +93,7 @@ func TestMissingInitBinary(t *testing.T) {
 func TestMissingExecBinary(t *testing.T) {
 	ctx := testCtx(t)
 	task, initExit := runningContainer(t)
-	p, err := task.Exec(ctx, "bad", processSpec(t, ctx, task, false, "/no/such/exec-binary"), nullIO())
-	if err == nil {
-		err = p.Start(ctx)
-		dctx, cancel := context.WithTimeout(ctx, stepTimeout)
-		p.Delete(dctx) //nolint:errcheck // the exec never ran
-		cancel()
-	}
+	err := execAndStart(ctx, task, "bad", processSpec(t, ctx, task, false, "/no/such/exec-binary"))
 	errNames(t, err, "exec of a missing binary", "/no/such/exec-binary")
 	t.Logf("error: %v", err)
 	out, _, code := runExec(t, ctx, task, "good", "echo", "good-exec")
@@ -111,13 +120,7 @@ func TestBadCwd(t *testing.T) {
 		task, _ := runningContainer(t)
 		spec := processSpec(t, ctx, task, false, "true")
 		spec.Cwd = "/no/such/cwd"
-		p, err := task.Exec(ctx, "badcwd", spec, nullIO())
-		if err == nil {
-			err = p.Start(ctx)
-			dctx, cancel := context.WithTimeout(ctx, stepTimeout)
-			p.Delete(dctx) //nolint:errcheck // the exec never ran
-			cancel()
-		}
+		err := execAndStart(ctx, task, "badcwd", spec)
 		errNames(t, err, "exec with a bad cwd", "/no/such/cwd")
 		t.Logf("error: %v", err)
 		if _, _, code := runExec(t, ctx, task, "good", "true"); code != 0 {
@@ -239,12 +242,9 @@ func runConcurrently(ctx context.Context, c client.Container, i, n int, started 
 	if err != nil {
 		return fmt.Errorf("%s: new task: %w", id, err)
 	}
-	exitCh, err := task.Wait(ctx)
+	exitCh, err := waitAndStart(ctx, task)
 	if err != nil {
-		return fmt.Errorf("%s: wait: %w", id, err)
-	}
-	if err := task.Start(ctx); err != nil {
-		return fmt.Errorf("%s: start: %w", id, err)
+		return fmt.Errorf("%s: %w", id, err)
 	}
 	started.Add(1)
 	// All tasks run at once before any is stopped.
@@ -262,12 +262,9 @@ func runConcurrently(ctx context.Context, c client.Container, i, n int, started 
 	if err != nil {
 		return fmt.Errorf("%s: exec: %w", id, err)
 	}
-	pExit, err := p.Wait(ctx)
+	pExit, err := waitAndStart(ctx, p)
 	if err != nil {
-		return fmt.Errorf("%s: wait exec: %w", id, err)
-	}
-	if err := p.Start(ctx); err != nil {
-		return fmt.Errorf("%s: start exec: %w", id, err)
+		return fmt.Errorf("%s: exec: %w", id, err)
 	}
 	select {
 	case st := <-pExit:

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -89,20 +90,9 @@ func ctrCmd(ctx context.Context, args ...string) *exec.Cmd {
 func TestCtrRunTTY(t *testing.T) {
 	ctx := testCtx(t)
 	id := newID(t)
-	t.Cleanup(func() { removeContainer(t, id) })
-	cmd := ctrCmd(ctx, "run", "-t", "--rm", "--runtime", runtimeName,
-		"--fifo-dir", d.FIFODir(), harness.Image, id,
-		"sh", "-c", `tty; [ -t 0 ] && echo isatty-yes; `+waitSize+`; exit 4`)
-	out, code := runOnPty(t, cmd, 27, 93, 30*time.Second)
-	if code != 4 {
-		t.Fatalf("ctr run exit code = %d, want 4; output %q", code, out)
-	}
-	if !ptsRe.MatchString(out) || !strings.Contains(out, "isatty-yes") {
-		t.Fatalf("container stdio is not a terminal: %q", out)
-	}
-	if !strings.Contains(out, "size=27 93") {
-		t.Fatalf("container terminal size is not the user's (27 93): %q", out)
-	}
+	d.CleanupContainer(t, id)
+	ctrTTY(t, ctx, 27, 93, 4, "run", "-t", "--rm", "--runtime", runtimeName,
+		"--fifo-dir", d.FIFODir(), harness.Image, id)
 	if _, err := d.Client.LoadContainer(ctx, id); err == nil {
 		t.Fatalf("ctr run --rm left container %s", id)
 	}
@@ -112,27 +102,34 @@ func TestCtrRunTTY(t *testing.T) {
 // the exec's terminal only after starting it.
 const waitSize = `i=0; while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null); case "$s" in ""|"0 0") sleep 0.05; i=$((i+1));; *) break;; esac; done; echo "size=$s"`
 
+// ctrTTY runs `ctr args... sh -c <script>` on a rows x cols pty, and checks that it exits
+// with code and that the script had that terminal, at that size, as its stdio.
+func ctrTTY(t *testing.T, ctx context.Context, rows, cols uint16, code int, args ...string) {
+	t.Helper()
+	what := "ctr " + strings.Join(args, " ")
+	script := fmt.Sprintf(`tty; [ -t 0 ] && echo isatty-yes; %s; exit %d`, waitSize, code)
+	out, got := runOnPty(t, ctrCmd(ctx, append(args, "sh", "-c", script)...), rows, cols, 30*time.Second)
+	if got != code {
+		t.Fatalf("%s exit code = %d, want %d; output %q", what, got, code, out)
+	}
+	if !ptsRe.MatchString(out) || !strings.Contains(out, "isatty-yes") {
+		t.Fatalf("%s: stdio is not a terminal: %q", what, out)
+	}
+	if size := fmt.Sprintf("size=%d %d", rows, cols); !strings.Contains(out, size) {
+		t.Fatalf("%s: terminal size is not the user's (%s): %q", what, size, out)
+	}
+}
+
 // TestCtrExecTTY runs `ctr task exec -t` on a pty into a running container.
 func TestCtrExecTTY(t *testing.T) {
 	ctx := testCtx(t)
 	id := newID(t)
 	c := newContainer(t, ctx, id, oci.WithProcessArgs("sleep", "120"))
 	startTask(t, ctx, c, nullIO())
-	cmd := ctrCmd(ctx, "task", "exec", "-t", "--exec-id", "ctr-tty",
-		"--fifo-dir", d.FIFODir(), id,
-		"sh", "-c", `tty; [ -t 0 ] && echo isatty-yes; `+waitSize+`; exit 6`)
-	out, code := runOnPty(t, cmd, 33, 101, 30*time.Second)
-	if code != 6 {
-		t.Fatalf("ctr task exec exit code = %d, want 6; output %q", code, out)
-	}
-	if !ptsRe.MatchString(out) || !strings.Contains(out, "isatty-yes") {
-		t.Fatalf("exec stdio is not a terminal: %q", out)
-	}
-	if !strings.Contains(out, "size=33 101") {
-		t.Fatalf("exec terminal size is not the user's (33 101): %q", out)
-	}
+	ctrTTY(t, ctx, 33, 101, 6, "task", "exec", "-t", "--exec-id", "ctr-tty",
+		"--fifo-dir", d.FIFODir(), id)
 	// Without -t the exec gets pipes, and ctr passes the exit code through.
-	cmd = ctrCmd(ctx, "task", "exec", "--exec-id", "ctr-notty",
+	cmd := ctrCmd(ctx, "task", "exec", "--exec-id", "ctr-notty",
 		"--fifo-dir", d.FIFODir(), id, "sh", "-c", `[ -t 1 ] || echo not-a-tty; exit 2`)
 	outb, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"regexp"
@@ -67,29 +68,7 @@ func TestStdinInitAndCloseIO(t *testing.T) {
 	stdinR, stdinW := io.Pipe()
 	var stdout syncBuffer
 	task, exitCh := startTask(t, ctx, c, ioCreator(stdinR, &stdout, io.Discard, false))
-
-	if _, err := io.WriteString(stdinW, "ping-1\n"); err != nil {
-		t.Fatalf("write stdin: %v", err)
-	}
-	stdout.waitFor(t, "ping-1\n", stepTimeout)
-	if _, err := io.WriteString(stdinW, "ping-2\n"); err != nil {
-		t.Fatalf("write stdin: %v", err)
-	}
-	stdout.waitFor(t, "ping-2\n", stepTimeout)
-	notExited(t, exitCh, 200*time.Millisecond, "cat before CloseIO")
-
-	stdinW.Close()
-	if err := task.CloseIO(ctx, client.WithStdinCloser); err != nil {
-		t.Fatalf("close io: %v", err)
-	}
-	st := waitExit(t, exitCh, stepTimeout)
-	if st.ExitCode() != 0 {
-		t.Fatalf("cat exit code = %d, want 0", st.ExitCode())
-	}
-	deleteProcess(t, ctx, task)
-	if got := stdout.String(); got != "ping-1\nping-2\n" {
-		t.Fatalf("stdout = %q", got)
-	}
+	feedCat(t, ctx, task, exitCh, stdinW, &stdout, "ping-1\n", "ping-2\n")
 }
 
 // TestStdinExecAndCloseIO does the same for an exec'd `cat`.
@@ -99,60 +78,77 @@ func TestStdinExecAndCloseIO(t *testing.T) {
 	stdinR, stdinW := io.Pipe()
 	var stdout syncBuffer
 	p, ch := startExec(t, ctx, task, "cat", ioCreator(stdinR, &stdout, io.Discard, false), false, "cat")
-
-	if _, err := io.WriteString(stdinW, "hello exec\n"); err != nil {
-		t.Fatalf("write stdin: %v", err)
-	}
-	stdout.waitFor(t, "hello exec\n", stepTimeout)
-	notExited(t, ch, 200*time.Millisecond, "exec cat before CloseIO")
-
-	stdinW.Close()
-	if err := p.CloseIO(ctx, client.WithStdinCloser); err != nil {
-		t.Fatalf("close io: %v", err)
-	}
-	st := waitExit(t, ch, stepTimeout)
-	if st.ExitCode() != 0 {
-		t.Fatalf("cat exit code = %d, want 0", st.ExitCode())
-	}
-	deleteProcess(t, ctx, p)
-	if got := stdout.String(); got != "hello exec\n" {
-		t.Fatalf("stdout = %q", got)
-	}
+	feedCat(t, ctx, p, ch, stdinW, &stdout, "hello exec\n")
 	// Closing an exec's stdin leaves the init alone.
 	notExited(t, initExit, 100*time.Millisecond, "init")
 }
 
+// feedCat writes lines one by one to the stdin of p, a running `cat`, and waits for each
+// to come back on stdout; then it closes stdin (also with CloseIO) and expects cat to exit 0.
+func feedCat(t *testing.T, ctx context.Context, p client.Process, exitCh <-chan client.ExitStatus, stdin io.WriteCloser, stdout *syncBuffer, lines ...string) {
+	t.Helper()
+	for _, l := range lines {
+		if _, err := io.WriteString(stdin, l); err != nil {
+			t.Fatalf("write stdin: %v", err)
+		}
+		stdout.waitFor(t, l, stepTimeout)
+	}
+	notExited(t, exitCh, 200*time.Millisecond, "cat before CloseIO")
+
+	stdin.Close()
+	if err := p.CloseIO(ctx, client.WithStdinCloser); err != nil {
+		t.Fatalf("close io: %v", err)
+	}
+	st := waitExit(t, exitCh, stepTimeout)
+	if st.ExitCode() != 0 {
+		t.Fatalf("cat exit code = %d, want 0", st.ExitCode())
+	}
+	deleteProcess(t, ctx, p)
+	if got, want := stdout.String(), strings.Join(lines, ""); got != want {
+		t.Fatalf("stdout = %q, want %q", got, want)
+	}
+}
+
 var ptsRe = regexp.MustCompile(`/dev/pts/[0-9]+`)
 
-// TestTTYInit runs the init on a terminal: tty names a pts, isatty holds for stdin and
-// stdout, and ResizePty on the task sets the size stty reports.
-func TestTTYInit(t *testing.T) {
-	ctx := testCtx(t)
-	c := newContainer(t, ctx, newID(t), oci.WithTTY, oci.WithProcessArgs("sh", "-c",
-		`tty; [ -t 0 ] && [ -t 1 ] && echo isatty-yes; read x; stty size`))
-	stdinR, stdinW := io.Pipe()
-	defer stdinW.Close()
-	var out syncBuffer
-	task, exitCh := startTask(t, ctx, c, ioCreator(stdinR, &out, nil, true))
+// ttyScript prints the terminal's name and isatty-yes, then waits for a line and prints the
+// terminal's size.
+const ttyScript = `tty; [ -t 0 ] && [ -t 1 ] && echo isatty-yes; read x; stty size`
 
+// checkTTYResize checks that p, running ttyScript, is on a terminal, resizes that to w x h
+// and checks that stty reports the new size.
+func checkTTYResize(t *testing.T, ctx context.Context, p client.Process, exitCh <-chan client.ExitStatus, stdin io.Writer, out *syncBuffer, w, h uint32) {
+	t.Helper()
 	out.waitFor(t, "isatty-yes", stepTimeout)
 	if !ptsRe.MatchString(out.String()) {
 		t.Fatalf("tty did not print a /dev/pts name: %q", out.String())
 	}
-	if err := task.Resize(ctx, 97, 31); err != nil {
+	if err := p.Resize(ctx, w, h); err != nil {
 		t.Fatalf("resize: %v", err)
 	}
-	if _, err := io.WriteString(stdinW, "go\n"); err != nil {
+	if _, err := io.WriteString(stdin, "go\n"); err != nil {
 		t.Fatalf("write stdin: %v", err)
 	}
 	st := waitExit(t, exitCh, stepTimeout)
 	if st.ExitCode() != 0 {
 		t.Fatalf("exit code %d; output %q", st.ExitCode(), out.String())
 	}
-	deleteProcess(t, ctx, task)
-	if !strings.Contains(out.String(), "31 97") {
-		t.Fatalf("stty size after resize to 97x31 not found in %q", out.String())
+	deleteProcess(t, ctx, p)
+	if !strings.Contains(out.String(), fmt.Sprintf("%d %d", h, w)) {
+		t.Fatalf("stty size after resize to %dx%d not found in %q", w, h, out.String())
 	}
+}
+
+// TestTTYInit runs the init on a terminal: tty names a pts, isatty holds for stdin and
+// stdout, and ResizePty on the task sets the size stty reports.
+func TestTTYInit(t *testing.T) {
+	ctx := testCtx(t)
+	c := newContainer(t, ctx, newID(t), oci.WithTTY, oci.WithProcessArgs("sh", "-c", ttyScript))
+	stdinR, stdinW := io.Pipe()
+	defer stdinW.Close()
+	var out syncBuffer
+	task, exitCh := startTask(t, ctx, c, ioCreator(stdinR, &out, nil, true))
+	checkTTYResize(t, ctx, task, exitCh, stdinW, &out, 97, 31)
 	// A terminal translates \n into \r\n on output.
 	if !strings.Contains(out.String(), "isatty-yes\r\n") {
 		t.Fatalf("output is not from a terminal (no CRLF): %q", out.String())
@@ -166,27 +162,8 @@ func TestTTYExecResize(t *testing.T) {
 	stdinR, stdinW := io.Pipe()
 	defer stdinW.Close()
 	var out syncBuffer
-	p, ch := startExec(t, ctx, task, "tty", ioCreator(stdinR, &out, nil, true), true,
-		"sh", "-c", `tty; [ -t 0 ] && [ -t 1 ] && echo isatty-yes; read x; stty size`)
-
-	out.waitFor(t, "isatty-yes", stepTimeout)
-	if !ptsRe.MatchString(out.String()) {
-		t.Fatalf("tty did not print a /dev/pts name: %q", out.String())
-	}
-	if err := p.Resize(ctx, 120, 40); err != nil {
-		t.Fatalf("resize: %v", err)
-	}
-	if _, err := io.WriteString(stdinW, "go\n"); err != nil {
-		t.Fatalf("write stdin: %v", err)
-	}
-	st := waitExit(t, ch, stepTimeout)
-	deleteProcess(t, ctx, p)
-	if st.ExitCode() != 0 {
-		t.Fatalf("exit code %d; output %q", st.ExitCode(), out.String())
-	}
-	if !strings.Contains(out.String(), "40 120") {
-		t.Fatalf("stty size after resize to 120x40 not found in %q", out.String())
-	}
+	p, ch := startExec(t, ctx, task, "tty", ioCreator(stdinR, &out, nil, true), true, "sh", "-c", ttyScript)
+	checkTTYResize(t, ctx, p, ch, stdinW, &out, 120, 40)
 	// A second resize of a live exec works too: stty reports the new size.
 	stdinR2, stdinW2 := io.Pipe()
 	defer stdinW2.Close()

@@ -1,17 +1,14 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,7 +16,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
-	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sandbox-shim/sandbox-shim/test/harness"
@@ -79,84 +75,18 @@ func logTailOnFailure(t *testing.T) {
 	t.Logf("containerd log tail:\n%s", strings.Join(keep, "\n"))
 }
 
-var idCounter atomic.Int64
-
-var nonID = regexp.MustCompile(`[^a-z0-9]+`)
-
 // newID returns a container id unique within the run and readable in logs.
-func newID(t *testing.T) string {
-	name := strings.Trim(nonID.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
-	if len(name) > 40 {
-		name = name[len(name)-40:]
-		name = strings.TrimLeft(name, "-")
-	}
-	return fmt.Sprintf("%s-%d-%d", name, os.Getpid(), idCounter.Add(1))
-}
+func newID(t *testing.T) string { return harness.TestID(t) }
 
 // newContainer creates a container from the test image with the runtime under test and
 // registers its removal (task included) at the end of the test.
 func newContainer(t *testing.T, ctx context.Context, id string, opts ...oci.SpecOpts) client.Container {
 	t.Helper()
-	img, err := d.Client.GetImage(ctx, harness.Image)
-	if err != nil {
-		t.Fatalf("get image: %v", err)
-	}
-	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img)}, opts...)
-	c, err := d.Client.NewContainer(ctx, id,
-		client.WithImage(img),
-		client.WithNewSnapshot(id, img),
-		client.WithRuntime(runtimeName, nil),
-		client.WithNewSpec(specOpts...),
-	)
-	if err != nil {
-		t.Fatalf("new container %s: %v", id, err)
-	}
-	t.Cleanup(func() { removeContainer(t, id) })
-	return c
+	return d.TestContainer(t, ctx, id, harness.Image, runtimeName, opts...)
 }
 
-// removeContainer kills and deletes the task (if any) and the container with its snapshot.
-// It uses its own context: the test's may be spent, and d.Client may have been replaced by
-// a restart.
-func removeContainer(t *testing.T, id string) {
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), d.Namespace), 30*time.Second)
-	defer cancel()
-	c, err := d.Client.LoadContainer(ctx, id)
-	if err != nil {
-		if !errdefs.IsNotFound(err) {
-			t.Errorf("cleanup: load container %s: %v", id, err)
-		}
-		return
-	}
-	if task, err := c.Task(ctx, nil); err == nil {
-		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			t.Errorf("cleanup: delete task %s: %v", id, err)
-		}
-	} else if !errdefs.IsNotFound(err) {
-		t.Errorf("cleanup: load task %s: %v", id, err)
-	}
-	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-		t.Errorf("cleanup: delete container %s: %v", id, err)
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the cio copy goroutines and the test reading it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer adds waitFor to harness.SyncBuffer.
+type syncBuffer struct{ harness.SyncBuffer }
 
 // waitFor polls the buffer until it contains s.
 func (b *syncBuffer) waitFor(t *testing.T, s string, timeout time.Duration) {
@@ -206,14 +136,23 @@ func newTask(t *testing.T, ctx context.Context, c client.Container, ioc cio.Crea
 func startTask(t *testing.T, ctx context.Context, c client.Container, ioc cio.Creator) (client.Task, <-chan client.ExitStatus) {
 	t.Helper()
 	task := newTask(t, ctx, c, ioc)
-	exitCh, err := task.Wait(ctx)
+	exitCh, err := waitAndStart(ctx, task)
 	if err != nil {
-		t.Fatalf("wait task %s: %v", c.ID(), err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatalf("start task %s: %v", c.ID(), err)
+		t.Fatalf("task %s: %v", c.ID(), err)
 	}
 	return task, exitCh
+}
+
+// waitAndStart starts p, listening for its exit first so that a quick one is not missed.
+func waitAndStart(ctx context.Context, p client.Process) (<-chan client.ExitStatus, error) {
+	ch, err := p.Wait(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("wait: %w", err)
+	}
+	if err := p.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	return ch, nil
 }
 
 // waitExit returns the exit status or fails the test after timeout.
@@ -267,12 +206,9 @@ func startExec(t *testing.T, ctx context.Context, task client.Task, execID strin
 		defer cancel()
 		p.Delete(dctx, client.WithProcessKill) //nolint:errcheck // best effort; the task cleanup follows
 	})
-	ch, err := p.Wait(ctx)
+	ch, err := waitAndStart(ctx, p)
 	if err != nil {
-		t.Fatalf("wait exec %s: %v", execID, err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatalf("start exec %s %v: %v", execID, args, err)
+		t.Fatalf("exec %s %v: %v", execID, args, err)
 	}
 	return p, ch
 }

@@ -24,37 +24,18 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
 	runtimeName = os.Getenv("SANDBOX_TEST_RUNTIME")
 	if runtimeName == "" {
 		runtimeName = harness.SandboxRuntime
 	}
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "integration tests need root; skipping")
-		return 0
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var err error
-	d, err = harness.Start(ctx)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "start containerd: %v\n", err)
-		return 1
-	}
-	defer func() {
-		if err := d.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop containerd: %v\n", err)
+	os.Exit(harness.RunTests(m, "integration", 2*time.Minute, func(ctx context.Context, daemon *harness.Daemon) error {
+		d = daemon
+		if err := ensureUnpacked(ctx); err != nil {
+			return fmt.Errorf("prepare image: %w", err)
 		}
-	}()
-	if err := ensureUnpacked(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "prepare image: %v\n", err)
-		return 1
-	}
-	fmt.Fprintf(os.Stderr, "runtime under test: %s (containerd dir %s)\n", runtimeName, d.Dir)
-	return m.Run()
+		fmt.Fprintf(os.Stderr, "runtime under test: %s (containerd dir %s)\n", runtimeName, d.Dir)
+		return nil
+	}))
 }
 
 // ensureUnpacked makes sure the test image has a snapshot, so the first test does not pay

@@ -37,6 +37,18 @@ func alive(pid int) bool {
 	return s != "" && s != "Z"
 }
 
+// allGone polls until none of pids is alive and reports whether that happened within timeout.
+func allGone(pids []int, timeout time.Duration) bool {
+	return poll(timeout, func() bool {
+		for _, p := range pids {
+			if alive(p) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // TestConnectAfterRestart restarts containerd under a running task: the new daemon
 // reconnects to the shim (Connect) and the task answers State, Exec, Kill and Delete.
 func TestConnectAfterRestart(t *testing.T) {
@@ -91,14 +103,7 @@ func TestConnectAfterRestart(t *testing.T) {
 	if st := deleteProcess(t, ctx, task); st.ExitCode() != 3 {
 		t.Fatalf("delete after restart reports %d, want 3", st.ExitCode())
 	}
-	if !poll(5*time.Second, func() bool {
-		for _, s := range shims {
-			if alive(s) {
-				return false
-			}
-		}
-		return true
-	}) {
+	if !allGone(shims, 5*time.Second) {
 		t.Fatalf("shim %v still alive after its task was deleted", shims)
 	}
 }
@@ -125,14 +130,7 @@ func TestShimShutdown(t *testing.T) {
 		}
 	}
 	deleteProcess(t, ctx, task)
-	if !poll(5*time.Second, func() bool {
-		for _, s := range shims {
-			if alive(s) {
-				return false
-			}
-		}
-		return true
-	}) {
+	if !allGone(shims, 5*time.Second) {
 		t.Fatalf("shim %v still alive 5s after its last task was deleted", shims)
 	}
 	// With no task left in the namespace, no shim of this daemon may remain.
