@@ -5,6 +5,7 @@ package manager
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -156,6 +157,16 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	}
 	if err := sandbox.CleanupDead(ns, id, bundle); err != nil {
 		log.G(ctx).WithError(err).Warn("cleanup after shim exit")
+	}
+	// A shim that was killed could not remove its socket; containerd
+	// recorded where it was in the bundle.
+	if b, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json")); err == nil {
+		var bs struct {
+			Address string `json:"address"`
+		}
+		if json.Unmarshal(b, &bs) == nil && bs.Address != "" {
+			_ = shim.RemoveSocket(bs.Address)
+		}
 	}
 	return shim.StopStatus{
 		ExitedAt:   time.Now(),

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	ccgroups "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -672,7 +673,7 @@ func (sb *Sandbox) Delete(ctx context.Context) error {
 	}
 	var errs []error
 	if ws := sb.readyWorkspace(); ws != nil {
-		if err := ws.Destroy(); err != nil {
+		if err := destroy(ws); err != nil {
 			errs = append(errs, fmt.Errorf("destroy workspace: %w", err))
 		}
 	}
@@ -699,13 +700,13 @@ func Cleanup(id, bundle string, cp *libcontainer.Container, cg cgroups.Manager) 
 			}
 			if cid == id {
 				cp = c
-			} else if err := c.Destroy(); err != nil {
+			} else if err := destroy(c); err != nil {
 				errs = append(errs, fmt.Errorf("destroy %s: %w", cid, err))
 			}
 		}
 	}
 	if cp != nil {
-		if err := cp.Destroy(); err != nil {
+		if err := destroy(cp); err != nil {
 			errs = append(errs, fmt.Errorf("destroy control plane: %w", err))
 		}
 	}
@@ -724,6 +725,20 @@ func Cleanup(id, bundle string, cp *libcontainer.Container, cg cgroups.Manager) 
 		return fmt.Errorf("sandbox %s: cleanup: %w", id, errors.Join(errs...))
 	}
 	return nil
+}
+
+// destroy kills what still runs in c (its whole PID namespace, through its
+// init) and removes it: libcontainer refuses to destroy a running container.
+func destroy(c *libcontainer.Container) error {
+	if st, err := c.Status(); err == nil && st != libcontainer.Stopped {
+		_ = c.Signal(unix.SIGKILL)
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if st, err := c.Status(); err != nil || st == libcontainer.Stopped {
+				break
+			}
+		}
+	}
+	return c.Destroy()
 }
 
 // Cgroup loads the sandbox cgroup with containerd's cgroups library, whose

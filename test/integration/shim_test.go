@@ -312,3 +312,35 @@ func TestTeardownOfCreatedTask(t *testing.T) {
 	}
 	assertNoLeftovers(t, f)
 }
+
+// TestShimCrashCleanup kills the shim of a running task with an exec: containerd runs the
+// shim's delete action, which must kill the control plane and the workspace and remove the
+// cgroups, mounts and state, with the task reported gone.
+func TestShimCrashCleanup(t *testing.T) {
+	ctx := testCtx(t)
+	id := newID(t)
+	before := shimPIDs(t)
+	c := newContainer(t, ctx, id, oci.WithProcessArgs("sleep", "120"))
+	task, exitCh := startTask(t, ctx, c, nullIO())
+	p, _ := startExec(t, ctx, task, "bg", nullIO(), false, "sleep", "121")
+	f := takeFootprint(t, id, before)
+	victims := []int{int(task.Pid()), int(p.Pid())}
+	for _, s := range f.shims {
+		if err := syscall.Kill(s, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill shim %d: %v", s, err)
+		}
+	}
+	// The client's Wait ends with the shim's connection (an error, not a status).
+	select {
+	case <-exitCh:
+	case <-time.After(stepTimeout):
+		t.Fatal("Wait did not return after the shim died")
+	}
+	if !poll(stepTimeout, func() bool { return !alive(victims[0]) && !alive(victims[1]) }) {
+		t.Fatalf("container processes %v outlived their shim's cleanup", victims)
+	}
+	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil {
+		t.Fatalf("delete container: %v", err)
+	}
+	assertNoLeftovers(t, f)
+}
