@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
@@ -32,9 +33,14 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/sandbox-shim/sandbox-shim/internal/orphans"
 	"github.com/sandbox-shim/sandbox-shim/internal/process"
 	"github.com/sandbox-shim/sandbox-shim/internal/sandbox"
 )
+
+// orphanInterval is how long a zombie child must stay unclaimed before the
+// orphan reaper takes it.
+const orphanInterval = 2 * time.Second
 
 var (
 	_     = shim.TTRPCService(&service{})
@@ -69,6 +75,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	} else {
 		log.G(ctx).WithError(err).Warn("no cgroup v1 OOM watcher")
 	}
+	go orphans.Run(ctx, orphanInterval)
 	// Events still queued at shutdown are published before the shim exits:
 	// the library exits right after the shutdown callbacks return.
 	stop, drained := make(chan struct{}), make(chan struct{})
