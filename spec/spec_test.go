@@ -349,3 +349,38 @@ func TestExecPidsLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestWaiterProcess(t *testing.T) {
+	st := Settings{UID: 1000, GID: 1000}
+	lp, err := WaiterProcess(st, &specs.Process{Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lp.UID != 65534 || lp.GID != 65534 {
+		t.Errorf("waiter runs as %d:%d, want the reaper's uid", lp.UID, lp.GID)
+	}
+	if got := strings.Join(lp.Args, " "); got != ReaperPath+" "+WaiterArg+" 1000 1000" {
+		t.Errorf("args %q", got)
+	}
+	want := []string{"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
+	c := lp.Capabilities
+	for _, set := range [][]string{c.Bounding, c.Effective, c.Permitted, c.Inheritable, c.Ambient} {
+		if !slices.Equal(set, want) {
+			t.Errorf("capability set %v, want exactly %v", set, want)
+		}
+	}
+	if lp.NoNewPrivileges == nil || !*lp.NoNewPrivileges {
+		t.Error("no_new_privs not set")
+	}
+	var core, nofile bool
+	for _, r := range lp.Rlimits {
+		core = core || (r.Type == 4 && r.Hard == 0)
+		nofile = nofile || (r.Type == 7 && r.Hard == 1024)
+	}
+	if !core || !nofile {
+		t.Errorf("rlimits %+v", lp.Rlimits)
+	}
+	if ReaperUID(Settings{UID: 65534, GID: 65534}) == 65534 {
+		t.Error("reaper shares the workspace's uid")
+	}
+}

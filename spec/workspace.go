@@ -288,14 +288,17 @@ var waiterCaps = []string{"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
 // user code's reach (a same-uid process could prlimit, renice or stop it
 // and so cripple the platform's next exec), and becomes the workspace user
 // only when a request arrives.
-func WaiterProcess(st Settings) (*libcontainer.Process, error) {
+//
+// Its rlimits are the bundle process' (plus no core dumps): an exec that
+// asks for other limits gets these when it runs in a pooled waiter.
+func WaiterProcess(st Settings, base *specs.Process) (*libcontainer.Process, error) {
 	ruid := ReaperUID(st)
 	lp, err := Process(&specs.Process{
 		Args: []string{ReaperPath, WaiterArg, fmt.Sprint(st.UID), fmt.Sprint(st.GID)},
 		Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 		Cwd:  "/", User: specs.User{UID: ruid, GID: ruid},
 		NoNewPrivileges: true,
-		Rlimits:         workspaceRlimits(nil),
+		Rlimits:         workspaceRlimits(base),
 	})
 	if err != nil {
 		return nil, err

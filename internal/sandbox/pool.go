@@ -85,7 +85,7 @@ func (sb *Sandbox) newWaiter(ws *libcontainer.Container) (*pooled, error) {
 	if err != nil {
 		return nil, err
 	}
-	lp, err := spec.WaiterProcess(sb.settings)
+	lp, err := spec.WaiterProcess(sb.settings, sb.spec.Process)
 	if err != nil {
 		cleanup()
 		return nil, err
