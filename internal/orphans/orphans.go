@@ -13,6 +13,7 @@ package orphans
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,18 +45,26 @@ func Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// ZombieChildren lists the zombie children of parent.
+// ZombieChildren lists the zombie children of parent, from the children
+// lists of its threads (a reparented orphan is attached to one of them).
 func ZombieChildren(parent int) map[int]bool {
 	out := map[int]bool{}
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
+	lists, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", parent))
+	for _, l := range lists {
+		b, err := os.ReadFile(l)
 		if err != nil {
 			continue
 		}
-		state, ppid, ok := parseStat(b)
-		if ok && state == 'Z' && ppid == parent {
-			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+		for _, f := range bytes.Fields(b) {
+			pid, err := strconv.Atoi(string(f))
+			if err != nil {
+				continue
+			}
+			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil {
+				continue
+			}
+			if state, ppid, ok := parseStat(st); ok && state == 'Z' && ppid == parent {
 				out[pid] = true
 			}
 		}

@@ -20,13 +20,15 @@ type Status int
 
 const (
 	Created Status = iota
+	// Starting: a Start call claimed the process (see Claim).
+	Starting
 	Running
 	Stopped
 )
 
 func (s Status) String() string {
 	switch s {
-	case Created:
+	case Created, Starting:
 		return "created"
 	case Running:
 		return "running"
@@ -59,6 +61,7 @@ type Process struct {
 	// startDone is closed when Start or StartIn returned: an exit seen
 	// before must wait for stdio to be in place.
 	startDone chan struct{}
+	startOnce sync.Once
 	onExit    func(*Process)
 }
 
@@ -80,15 +83,34 @@ func New(id string, lp *libcontainer.Process, cfg Stdio) (*Process, error) {
 	return &Process{ID: id, Stdio: cfg, lp: lp, done: make(chan struct{}), startDone: make(chan struct{})}, nil
 }
 
-// SetSubCgroups places the process in sub-cgroups of its container's
-// (libcontainer's SubCgroupPaths); call before Start.
-func (p *Process) SetSubCgroups(subs map[string]string) { p.lp.SubCgroupPaths = subs }
+// ErrAlreadyStarted is returned to a second Start of one process.
+var ErrAlreadyStarted = errors.New("process already started")
+
+// Claim moves a created process to Starting, once: concurrent Start calls
+// for one exec must not both run it.
+func (p *Process) Claim() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.status != Created {
+		return ErrAlreadyStarted
+	}
+	p.status = Starting
+	return nil
+}
+
+// Abandon ends a claimed process that will not start.
+func (p *Process) Abandon() {
+	p.setExited(-1)
+	p.endStart()
+}
+
+func (p *Process) endStart() { p.startOnce.Do(func() { close(p.startDone) }) }
 
 // Start starts the process with run (libcontainer's Container.Start for an
 // init, Container.Run for an exec). From then on this Process is the only
 // waiter on its pid: onExit runs once it exited and its output drained.
 func (p *Process) Start(run func(*libcontainer.Process) error, onExit func(*Process)) error {
-	defer close(p.startDone)
+	defer p.endStart()
 	io, err := newStdio(p.Stdio, p.lp)
 	if err != nil {
 		p.setExited(-1)
@@ -195,7 +217,7 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 // Signal sends sig to the process itself.
 func (p *Process) Signal(sig os.Signal) error {
 	switch p.Status() {
-	case Created:
+	case Created, Starting:
 		return ErrNotStarted
 	case Stopped:
 		return ErrFinished

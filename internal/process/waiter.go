@@ -9,14 +9,20 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 )
 
 // maxRequest is what one SOCK_SEQPACKET request may carry (the waiter's
-// buffer): arguments, environment and cwd together.
-const maxRequest = 192 << 10
+// buffer): arguments, environment and cwd together, as much as the kernel's
+// ARG_MAX allows an exec.
+const maxRequest = 4<<20 - 1
+
+// handshakeTimeout bounds the wait for a waiter's answer: a waiter that
+// stops answering (frozen, stopped) fails the exec instead of hanging it.
+const handshakeTimeout = 10 * time.Second
 
 // ErrWaiterGone means the pooled process died before it was used (user
 // code can kill it): the caller starts the exec the slow way instead.
@@ -88,6 +94,9 @@ func (w *Waiter) reap() {
 	owner.exitedWith(ps)
 }
 
+// Done is closed once the waiter's process was reaped.
+func (w *Waiter) Done() <-chan struct{} { return w.done }
+
 // Pid is the waiter's pid, which the exec keeps.
 func (w *Waiter) Pid() int { return w.pid }
 
@@ -121,12 +130,26 @@ func (w *Waiter) take(p *Process) error {
 	return nil
 }
 
-// StartIn runs the process in a pooled waiter: stdio is set up here, the
-// request (args, env, cwd, terminal) goes over the socket with the stdio
-// descriptors, and the waiter answers with the pty master (terminal only)
-// and then either an error or, by closing the socket on exec, success.
-func (p *Process) StartIn(w *Waiter, args, env []string, cwd string, width, height uint16, onExit func(*Process)) (retErr error) {
-	// On ErrWaiterGone nothing changed: the caller may still Start p.
+// Rlimit is one limit an exec asks for.
+type Rlimit struct {
+	Type       int
+	Soft, Hard uint64
+}
+
+// ErrBadRequest marks a request no waiter can run (too large, NUL bytes).
+var ErrBadRequest = errors.New("invalid exec request")
+
+// StartIn runs the claimed process in a waiter: stdio is set up here, the
+// request (args, env, cwd, rlimits, terminal) goes over the socket with the
+// stdio descriptors, and the waiter answers with the pty master (terminal
+// only) and then either an error or, by closing the socket on exec,
+// success. The request is checked before the waiter is taken, so a bad one
+// costs no waiter; ErrWaiterGone leaves p untouched for another waiter.
+func (p *Process) StartIn(w *Waiter, args, env []string, cwd string, rlimits []Rlimit, width, height uint16, onExit func(*Process)) (retErr error) {
+	req, err := encodeRequest(args, env, cwd, rlimits, p.Stdio.Terminal, width, height)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
 	if err := w.take(p); err != nil {
 		return err
 	}
@@ -136,7 +159,7 @@ func (p *Process) StartIn(w *Waiter, args, env []string, cwd string, width, heig
 	p.pid = w.pid
 	p.status = Running
 	p.mu.Unlock()
-	defer close(p.startDone)
+	defer p.endStart()
 	defer func() {
 		if retErr != nil {
 			// The waiter exits 127 after reporting; that exit is no exec's.
@@ -148,10 +171,6 @@ func (p *Process) StartIn(w *Waiter, args, env []string, cwd string, width, heig
 			p.setExited(-1)
 		}
 	}()
-	req, err := encodeRequest(args, env, cwd, p.Stdio.Terminal, width, height)
-	if err != nil {
-		return err
-	}
 	io, child, err := newWaiterStdio(p.Stdio)
 	if err != nil {
 		return err
@@ -168,13 +187,21 @@ func (p *Process) StartIn(w *Waiter, args, env []string, cwd string, width, heig
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	err = unix.Sendmsg(int(w.sock.Fd()), req, oob, nil, 0)
+	sock := int(w.sock.Fd())
+	// A message must fit the socket's send buffer whole; the shim is root.
+	_ = unix.SetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, len(req)+64<<10)
+	tv := unix.NsecToTimeval(handshakeTimeout.Nanoseconds())
+	_ = unix.SetsockoptTimeval(sock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	err = unix.Sendmsg(sock, req, oob, nil, 0)
 	io.closeChildFiles()
 	if err != nil {
 		return fmt.Errorf("send exec request: %w", err)
 	}
 	for {
 		msg, fd, err := recvMessage(w.sock)
+		if errors.Is(err, unix.EAGAIN) {
+			return fmt.Errorf("exec did not start within %v", handshakeTimeout)
+		}
 		if err != nil {
 			return fmt.Errorf("exec request: %w", err)
 		}
@@ -234,7 +261,7 @@ func recvMessage(sock *os.File) (string, *os.File, error) {
 }
 
 // encodeRequest lays out the waiter's request (see libexec/reaper).
-func encodeRequest(args, env []string, cwd string, terminal bool, width, height uint16) ([]byte, error) {
+func encodeRequest(args, env []string, cwd string, rlimits []Rlimit, terminal bool, width, height uint16) ([]byte, error) {
 	if len(args) == 0 {
 		return nil, errors.New("process has no args")
 	}
@@ -246,8 +273,16 @@ func encodeRequest(args, env []string, cwd string, terminal bool, width, height 
 	if terminal {
 		flags = 1
 	}
-	for _, v := range []any{uint32(1), flags, height, width, uint32(len(args)), uint32(len(env))} {
+	for _, v := range []any{uint32(2), flags, height, width, uint32(len(args)), uint32(len(env)), uint32(len(rlimits))} {
 		_ = binary.Write(&b, binary.NativeEndian, v)
+	}
+	for _, r := range rlimits {
+		if r.Soft > r.Hard {
+			return nil, fmt.Errorf("rlimit %d: soft limit %d above hard limit %d", r.Type, r.Soft, r.Hard)
+		}
+		for _, v := range []any{uint32(r.Type), uint32(0), r.Soft, r.Hard} {
+			_ = binary.Write(&b, binary.NativeEndian, v)
+		}
 	}
 	for _, s := range append(append([]string{cwd}, args...), env...) {
 		if strings.IndexByte(s, 0) >= 0 {
@@ -263,6 +298,9 @@ func encodeRequest(args, env []string, cwd string, terminal bool, width, height 
 }
 
 // Request is what an exec asked to run.
-func (p *Process) Request() (args, env []string, cwd string, width, height uint16) {
-	return p.lp.Args, p.lp.Env, p.lp.Cwd, p.lp.ConsoleWidth, p.lp.ConsoleHeight
+func (p *Process) Request() (args, env []string, cwd string, rlimits []Rlimit, width, height uint16) {
+	for _, r := range p.lp.Rlimits {
+		rlimits = append(rlimits, Rlimit{Type: r.Type, Soft: r.Soft, Hard: r.Hard})
+	}
+	return p.lp.Args, p.lp.Env, p.lp.Cwd, rlimits, p.lp.ConsoleWidth, p.lp.ConsoleHeight
 }

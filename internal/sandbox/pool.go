@@ -134,26 +134,37 @@ func (sb *Sandbox) takeWaiter() *pooled {
 	return nil
 }
 
-// startPooled runs p in a pooled exec if one is ready. It reports false
-// when none was (or it died meanwhile): the caller then builds the exec.
-func (sb *Sandbox) startPooled(execID string, p *process.Process) (bool, error) {
-	for {
+// startInWaiter runs p in a pooled exec, or in one built for it when the
+// pool is empty (the slow path: a cgroup migration per hierarchy). Either
+// way an exec runs through the same waiter code, with the same checks.
+func (sb *Sandbox) startInWaiter(ws *libcontainer.Container, execID string, p *process.Process) error {
+	args, env, cwd, rlimits, width, height := p.Request()
+	for attempt := 0; ; attempt++ {
 		pw := sb.takeWaiter()
 		if pw == nil {
-			return false, nil
+			var err error
+			if pw, err = sb.newWaiter(ws); err != nil {
+				return err
+			}
 		}
-		args, env, cwd, width, height := p.Request()
-		err := p.StartIn(pw.w, args, env, cwd, width, height, sb.execExited)
-		if errors.Is(err, process.ErrWaiterGone) {
+		err := p.StartIn(pw.w, args, env, cwd, rlimits, width, height, sb.execExited)
+		if errors.Is(err, process.ErrWaiterGone) && attempt < 3 {
 			continue
 		}
 		if err != nil {
-			pw.cleanup()
-			return true, err
+			if !errors.Is(err, process.ErrBadRequest) {
+				// Its sub-cgroups go once the killed waiter is reaped.
+				go func() { <-pw.w.Done(); pw.cleanup() }()
+			} else {
+				sb.mu.Lock()
+				sb.pool = append([]*pooled{pw}, sb.pool...)
+				sb.mu.Unlock()
+			}
+			return err
 		}
 		sb.mu.Lock()
 		sb.execCleanup[execID] = pw.cleanup
 		sb.mu.Unlock()
-		return true, nil
+		return nil
 	}
 }

@@ -56,6 +56,10 @@ type service struct {
 
 	// lifecycle serialises Create/Delete against Shutdown.
 	lifecycle sync.Mutex
+	// startMu orders events: a process that exits while its Start is still
+	// publishing the start event waits, so containerd never sees an exit
+	// before the start.
+	startMu   sync.Mutex
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox.Sandbox
 }
@@ -154,6 +158,8 @@ func (s *service) process(id, execID string) (*sandbox.Sandbox, *process.Process
 
 // onExit publishes a process' exit; the sandbox calls it once per process.
 func (s *service) onExit(sb *sandbox.Sandbox, p *process.Process) {
+	s.startMu.Lock()
+	s.startMu.Unlock() //nolint:staticcheck // a barrier: any Start in flight has published
 	status, at := p.Exit()
 	execID := p.ID
 	if p == sb.Init() {
@@ -260,6 +266,8 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, err
 	}
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
 	if r.ExecID == "" {
 		if err := sb.Start(ctx); err != nil {
 			return nil, errgrpc.ToGRPC(err)
@@ -325,6 +333,9 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	sb, err := s.get(r.ID)
 	if err != nil {
 		return nil, err
+	}
+	if r.ExecID == "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox %s: exec without an exec id", r.ID)
 	}
 	if r.Spec == nil {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox %s: exec %q has no process spec", r.ID, r.ExecID)

@@ -23,10 +23,15 @@
  * reported as one "E<message>" packet; a successful exec closes the socket
  * (close-on-exec), which the shim reads as success.
  *
- * Request: u32 version(1), u32 flags (1 = terminal), u16 rows, u16 cols,
- * u32 argc, u32 envc, then NUL-terminated cwd, argv[argc], envp[envc];
- * SCM_RIGHTS: stdin, stdout, stderr (non-terminal only; absent ones are
- * /dev/null).
+ * Request: u32 version(2), u32 flags (1 = terminal), u16 rows, u16 cols,
+ * u32 argc, u32 envc, u32 nrlimits, nrlimits x (u32 resource, u32 pad,
+ * u64 soft, u64 hard), then NUL-terminated cwd, argv[argc], envp[envc];
+ * SCM_RIGHTS: stdin, stdout, stderr (non-terminal only).
+ *
+ * Where the kernel has Landlock scoping (ABI 6, Linux 6.12), each exec
+ * runs in its own domain that cannot connect to abstract unix sockets
+ * created outside it: the control plane shares the network namespace, and
+ * abstract sockets live there, not in the filesystem.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -50,7 +55,8 @@
 #include <unistd.h>
 
 #define SOCK_FD 3
-#define MAX_REQ (192 * 1024)
+#define MAX_REQ (4 * 1024 * 1024)
+#define HDR_LEN 24
 
 static void __attribute__((noreturn)) reaper(void)
 {
@@ -161,6 +167,31 @@ static void become(uid_t uid, gid_t gid)
 		fail("capset: %s", strerror(errno));
 }
 
+#ifndef LANDLOCK_CREATE_RULESET_VERSION
+#define LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
+#endif
+#define SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)
+
+/* scope_abstract_sockets puts the exec in a Landlock domain of its own that
+ * may not connect to abstract unix sockets from outside it. Kernels without
+ * Landlock scoping (before 6.12) go without. */
+static void scope_abstract_sockets(void)
+{
+	struct {
+		uint64_t handled_access_fs, handled_access_net, scoped;
+	} attr = {0, 0, SCOPE_ABSTRACT_UNIX_SOCKET};
+	long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+
+	if (abi < 6)
+		return;
+	int fd = syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr), 0);
+	if (fd < 0)
+		fail("landlock ruleset: %s", strerror(errno));
+	if (syscall(SYS_landlock_restrict_self, fd, 0) < 0)
+		fail("landlock restrict: %s", strerror(errno));
+	close(fd);
+}
+
 static int wait_exec(uid_t uid, gid_t gid)
 {
 	static char req[MAX_REQ + 1];
@@ -187,11 +218,11 @@ static int wait_exec(uid_t uid, gid_t gid)
 				fail("too many descriptors");
 			memcpy(fds, CMSG_DATA(cm), nfds * sizeof(int));
 		}
-	if (n < 20 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+	if (n < HDR_LEN || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
 		fail("malformed exec request");
 	req[n] = 0;
 
-	uint32_t version, flags, argc, envc;
+	uint32_t version, flags, argc, envc, nrl;
 	uint16_t rows, cols;
 	memcpy(&version, req, 4);
 	memcpy(&flags, req + 4, 4);
@@ -199,13 +230,16 @@ static int wait_exec(uid_t uid, gid_t gid)
 	memcpy(&cols, req + 10, 2);
 	memcpy(&argc, req + 12, 4);
 	memcpy(&envc, req + 16, 4);
-	if (version != 1 || argc == 0 || argc > MAX_REQ / 2 || envc > MAX_REQ / 2)
+	memcpy(&nrl, req + 20, 4);
+	if (version != 2 || argc == 0 || argc > MAX_REQ / 2 || envc > MAX_REQ / 2 || nrl > 64 ||
+	    HDR_LEN + (size_t)nrl * 24 > (size_t)n)
 		fail("malformed exec request");
 	char **argv = calloc(argc + 1, sizeof(char *));
 	char **envp = calloc(envc + 2, sizeof(char *));
 	if (!argv || !envp)
 		fail("out of memory");
-	char *p = req + 20, *end = req + n;
+	char *rl = req + HDR_LEN;
+	char *p = rl + nrl * 24, *end = req + n;
 	char *cwd = p;
 	p += strlen(p) + 1;
 	for (uint32_t i = 0; i < argc; i++) {
@@ -224,6 +258,24 @@ static int wait_exec(uid_t uid, gid_t gid)
 	}
 
 	become(uid, gid);
+	/* The exec's own limits: lowering works unprivileged; raising a hard
+	 * limit does not, and is reported. */
+	for (uint32_t i = 0; i < nrl; i++) {
+		uint32_t res;
+		struct rlimit lim;
+		uint64_t soft, hard;
+		memcpy(&res, rl + i * 24, 4);
+		memcpy(&soft, rl + i * 24 + 8, 8);
+		memcpy(&hard, rl + i * 24 + 16, 8);
+		lim.rlim_cur = soft;
+		lim.rlim_max = hard;
+		if (res == RLIMIT_CORE)
+			continue; /* stays 0: core dumps would write memory to disk */
+		if (setrlimit(res, &lim) < 0)
+			fail("setrlimit %u (soft %llu, hard %llu): %s", res,
+			     (unsigned long long)soft, (unsigned long long)hard, strerror(errno));
+	}
+	scope_abstract_sockets();
 	if (!has_home) {
 		const char *h = home();
 		char *e = malloc(strlen(h) + 6);
@@ -286,20 +338,22 @@ static int wait_exec(uid_t uid, gid_t gid)
 			path = envp[i] + 5;
 	if (!path)
 		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-	int saw_eacces = 0;
+	/* As execvp: a candidate that exists but cannot run explains the failure
+	 * better than "not found". */
+	int found_err = 0;
 	for (const char *dir = path; dir; ) {
 		const char *colon = strchr(dir, ':');
 		size_t len = colon ? (size_t)(colon - dir) : strlen(dir);
 		char full[PATH_MAX];
 		if (snprintf(full, sizeof(full), "%.*s/%s", (int)len, len ? dir : ".", file) < (int)sizeof(full)) {
 			execve(full, argv, envp);
-			if (errno == EACCES)
-				saw_eacces = 1;
+			if (errno != ENOENT && errno != ENOTDIR && !found_err)
+				found_err = errno;
 		}
 		dir = colon ? colon + 1 : NULL;
 	}
-	if (saw_eacces)
-		fail("exec: \"%s\": permission denied", file);
+	if (found_err)
+		fail("exec: \"%s\": %s", file, strerror(found_err));
 	fail("exec: \"%s\": executable file not found in $PATH", file);
 	return 127;
 }
