@@ -357,3 +357,20 @@ func TestTIOCSTI(t *testing.T) {
 	expectBlocked(t, "tiocsti", res)
 	sb.checkAlive(t, ctx, "after tiocsti")
 }
+
+// TestAbstractSocket: the control plane's abstract unix socket (abstract sockets belong to
+// the network namespace, which the workspace shares) is out of user code's reach, while
+// user code's own abstract sockets work.
+func TestAbstractSocket(t *testing.T) {
+	ctx := testCtx(t)
+	sb := newSandbox(t, ctx, []string{"/bin/sh", "-c",
+		attackerPath + " serve-abstract cp-admin & exec " + strings.Join(controlPlaneArgs, " ")})
+	if !poll(5*time.Second, func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", sb.pid))
+		return strings.Contains(string(b), "@cp-admin")
+	}) {
+		t.Fatal("the control plane's @cp-admin socket never appeared: the test would prove nothing")
+	}
+	expectBlocked(t, "abstract", sb.attack(t, ctx, false, "abstract", "cp-admin"))
+	sb.checkAlive(t, ctx, "after the abstract socket attempt")
+}

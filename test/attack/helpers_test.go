@@ -519,3 +519,15 @@ func fieldOf(text, key string) (string, error) {
 	}
 	return "", fmt.Errorf("%s: %w", key, errNotFound)
 }
+
+// poll calls f until it reports true or timeout passes.
+func poll(timeout time.Duration, f func() bool) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		if f() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}

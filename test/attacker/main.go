@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -35,9 +36,15 @@ var attacks = map[string]func(args []string) (breached []string){
 	"tiocsti":    tiocsti,
 	"memhog":     memhog,
 	"pids":       listPids,
+	"abstract":   abstractConnect,
 }
 
 func main() {
+	// Not an attack: the stand-in control plane of the abstract socket test.
+	if len(os.Args) == 3 && os.Args[1] == "serve-abstract" {
+		serveAbstract(os.Args[2])
+		return
+	}
 	if len(os.Args) < 2 || attacks[os.Args[1]] == nil {
 		var names []string
 		for n := range attacks {
@@ -364,4 +371,55 @@ func memhog(args []string) []string {
 	fmt.Printf("allocated %d MiB\n", len(chunks)*16)
 	_ = syscall.Getpid()
 	return nil
+}
+
+// serveAbstract listens on the abstract unix socket @name and answers every
+// connection with "control-plane-secret", forever.
+func serveAbstract(name string) {
+	l, err := net.Listen("unix", "@"+name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			continue
+		}
+		_, _ = c.Write([]byte("control-plane-secret\n"))
+		c.Close()
+	}
+}
+
+// abstractConnect tries the control plane's abstract socket @name (it shares
+// the network namespace, where abstract sockets live); its own abstract
+// socket must still work.
+func abstractConnect(args []string) []string {
+	if len(args) != 1 {
+		return []string{"usage: abstract NAME"}
+	}
+	var out []string
+	if c, err := net.DialTimeout("unix", "@"+args[0], time.Second); err == nil {
+		b := make([]byte, 64)
+		n, _ := c.Read(b)
+		c.Close()
+		out = append(out, fmt.Sprintf("connected to the control plane's @%s: %q", args[0], b[:n]))
+	}
+	own := fmt.Sprintf("@user-%d", os.Getpid())
+	l, err := net.Listen("unix", own)
+	if err != nil {
+		return append(out, "cannot listen on an own abstract socket: "+err.Error())
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	if c, err := net.DialTimeout("unix", own, time.Second); err != nil {
+		out = append(out, "own abstract socket unreachable (the scoping is too broad): "+err.Error())
+	} else {
+		c.Close()
+	}
+	return out
 }
