@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -298,4 +299,43 @@ func runConcurrently(ctx context.Context, c client.Container, i, n int, started 
 		return fmt.Errorf("%s: init output %q, want %q", id, got, want)
 	}
 	return nil
+}
+
+// TestConcurrentStartOfOneExec starts one exec from several goroutines at once: exactly one
+// Start succeeds, the others fail cleanly, and the shim keeps serving (a double start used
+// to panic it, taking the control plane down).
+func TestConcurrentStartOfOneExec(t *testing.T) {
+	ctx := testCtx(t)
+	task, exitCh := runningContainer(t)
+	p, err := task.Exec(ctx, "twice", processSpec(t, ctx, task, false, "sleep", "5"), nullIO())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- p.Start(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	ok := 0
+	for err := range errs {
+		if err == nil {
+			ok++
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of 4 concurrent Starts succeeded, want exactly 1", ok)
+	}
+	if _, err := p.Delete(ctx, client.WithProcessKill); err != nil {
+		t.Fatalf("delete exec: %v", err)
+	}
+	notExited(t, exitCh, 0, "init")
+	if out, _, code := runExec(t, ctx, task, "after", "echo", "served"); code != 0 || out != "served\n" {
+		t.Fatalf("shim stopped serving: %q %d", out, code)
+	}
 }
