@@ -2,6 +2,9 @@ package spec
 
 import (
 	"fmt"
+	"path"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -14,6 +17,12 @@ const (
 	AnnotationUser        = "io.sandbox.user"
 	AnnotationPidsLimit   = "io.sandbox.user.pids-limit"
 	AnnotationMemoryLimit = "io.sandbox.user.memory-limit"
+	// AnnotationEnv names env keys (comma-separated) an exec may inherit
+	// from the control plane's env; the rest of that env is dropped.
+	AnnotationEnv = "io.sandbox.user.env"
+	// AnnotationMounts names bundle mount destinations (comma-separated,
+	// absolute) the workspace keeps besides the kernel filesystems.
+	AnnotationMounts = "io.sandbox.user.mounts"
 )
 
 // Defaults for the workspace.
@@ -21,6 +30,9 @@ const (
 	DefaultUID       = 1000
 	DefaultGID       = 1000
 	DefaultPidsLimit = 1024
+	// minPidsLimit: the reaper is one of them; anything below a handful
+	// cannot run a shell.
+	minPidsLimit = 8
 	// minMemoryLimit keeps a typo ("64" meaning MiB) from starving every exec.
 	minMemoryLimit = 4 << 20
 )
@@ -38,6 +50,22 @@ type Settings struct {
 	// MemoryFromAnnotation tells whether MemoryLimit was set explicitly (an
 	// Update of the sandbox's limit then leaves it alone).
 	MemoryFromAnnotation bool
+	// ControlUID is the bundle process' (the control plane's) uid: the
+	// reaper's uid avoids it.
+	ControlUID uint32
+	// UserEnv are the env keys an exec may inherit from the control plane.
+	UserEnv []string
+	// UserMounts are the bundle mount destinations (clean, absolute) the
+	// workspace keeps.
+	UserMounts []string
+}
+
+// Limits are limits on the sandbox that the bundle does not state. The
+// caller reads them from the host, so this package stays pure.
+type Limits struct {
+	// Pids is the lowest pids.max among the sandbox cgroup's ancestors;
+	// 0 is none.
+	Pids int64
 }
 
 // AnnotationError names the annotation and the value that was refused.
@@ -49,11 +77,15 @@ func (e *AnnotationError) Error() string {
 	return fmt.Sprintf("annotation %s=%q: %s", e.Key, e.Value, e.Reason)
 }
 
-// ParseSettings reads the io.sandbox.* annotations of s. It never returns a
-// partial result: any bad value fails the whole sandbox.
-func ParseSettings(s *specs.Spec) (Settings, error) {
+// ParseSettings reads the io.sandbox.* annotations of s; l carries the
+// limits of the cgroups above the sandbox. It never returns a partial
+// result: any bad value fails the whole sandbox.
+func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 	st := Settings{PidsLimit: DefaultPidsLimit}
 	ann := s.Annotations
+	if s.Process != nil {
+		st.ControlUID = s.Process.User.UID
+	}
 	if v, ok := ann[AnnotationUser]; ok {
 		uid, gid, err := parseUser(v)
 		if err != nil {
@@ -65,16 +97,31 @@ func ParseSettings(s *specs.Spec) (Settings, error) {
 	} else {
 		st.UID, st.GID = DefaultUID, DefaultGID
 	}
+	if _, ok := reaperUID(st); !ok {
+		return Settings{}, fmt.Errorf("no uid left for the workspace reaper: %v are all taken by the workspace user %d:%d or the control plane's uid %d",
+			reaperUIDs, st.UID, st.GID, st.ControlUID)
+	}
+	sandboxPids := SandboxPidsLimit(s, l)
+	wsPids, reserve := WorkspacePidsMax(sandboxPids)
+	if sandboxPids > 0 && wsPids < minPidsLimit {
+		return Settings{}, fmt.Errorf("sandbox pids limit %d leaves the workspace fewer than %d pids after the control plane's reserve of %d",
+			sandboxPids, minPidsLimit, reserve)
+	}
 	if v, ok := ann[AnnotationPidsLimit]; ok {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		if err != nil || n < 1 {
 			return Settings{}, &AnnotationError{AnnotationPidsLimit, v, "want a positive integer"}
 		}
-		// The reaper is one of them; anything below a handful cannot run a shell.
-		if n < 8 {
-			return Settings{}, &AnnotationError{AnnotationPidsLimit, v, "must be at least 8"}
+		if n < minPidsLimit {
+			return Settings{}, &AnnotationError{AnnotationPidsLimit, v, fmt.Sprintf("must be at least %d", minPidsLimit)}
+		}
+		if sandboxPids > 0 && n > wsPids {
+			return Settings{}, &AnnotationError{AnnotationPidsLimit, v, fmt.Sprintf(
+				"exceeds %d, what the sandbox pids limit of %d leaves after the control plane's reserve of %d", wsPids, sandboxPids, reserve)}
 		}
 		st.PidsLimit = n
+	} else if sandboxPids > 0 {
+		st.PidsLimit = min(DefaultPidsLimit, wsPids)
 	}
 	sandboxLimit := SandboxMemoryLimit(s)
 	if v, ok := ann[AnnotationMemoryLimit]; ok {
@@ -92,7 +139,65 @@ func ParseSettings(s *specs.Spec) (Settings, error) {
 	} else {
 		st.MemoryLimit = DefaultWorkspaceMemory(sandboxLimit)
 	}
+	if v, ok := ann[AnnotationEnv]; ok {
+		for _, k := range splitList(v) {
+			if !envName.MatchString(k) {
+				return Settings{}, &AnnotationError{AnnotationEnv, v, fmt.Sprintf("%q is not an env name (want comma-separated names like API_URL)", k)}
+			}
+			st.UserEnv = append(st.UserEnv, k)
+		}
+	}
+	if v, ok := ann[AnnotationMounts]; ok {
+		for _, d := range splitList(v) {
+			if !path.IsAbs(d) {
+				return Settings{}, &AnnotationError{AnnotationMounts, v, fmt.Sprintf("%q is not an absolute path (want comma-separated mount destinations)", d)}
+			}
+			d = path.Clean(d)
+			if !slices.ContainsFunc(s.Mounts, func(m specs.Mount) bool { return path.Clean(m.Destination) == d }) {
+				return Settings{}, &AnnotationError{AnnotationMounts, v, fmt.Sprintf("%q is not a mount of the bundle", d)}
+			}
+			st.UserMounts = append(st.UserMounts, d)
+		}
+	}
 	return st, nil
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// splitList splits a comma-separated annotation, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// SandboxPidsLimit is the lowest of the bundle's pids limit and the
+// ancestors' (l.Pids), 0 if neither is set.
+func SandboxPidsLimit(s *specs.Spec, l Limits) int64 {
+	var n int64
+	if s.Linux != nil && s.Linux.Resources != nil && s.Linux.Resources.Pids != nil && s.Linux.Resources.Pids.Limit != nil {
+		n = max(*s.Linux.Resources.Pids.Limit, 0)
+	}
+	if l.Pids > 0 && (n == 0 || l.Pids < n) {
+		n = l.Pids
+	}
+	return n
+}
+
+// WorkspacePidsMax is the most pids the workspace may have under a sandbox
+// pids limit (0: none, no cap) and the reserve kept for the control plane:
+// a quarter, at least 4, so a fork bomb in the workspace leaves the control
+// plane able to fork.
+func WorkspacePidsMax(sandboxLimit int64) (limit, reserve int64) {
+	if sandboxLimit <= 0 {
+		return 0, 0
+	}
+	reserve = max(sandboxLimit/4, 4)
+	return sandboxLimit - reserve, reserve
 }
 
 func parseUser(v string) (uint32, uint32, error) {

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -52,7 +55,7 @@ func golden(t *testing.T, name string, v any) {
 }
 
 func workspaceOptions(t *testing.T, s *specs.Spec) WorkspaceOptions {
-	st, err := ParseSettings(s)
+	st, err := ParseSettings(s, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +125,18 @@ func TestWorkspaceIsolation(t *testing.T) {
 	}
 	var tmp, reaper bool
 	for _, m := range w.Mounts {
+		if m.Type == "bind" && m.Destination != ReaperPath && m.Destination != "/etc/hosts" && m.Destination != "/data" {
+			t.Errorf("bundle bind mount %s reached the workspace", m.Destination)
+		}
 		switch m.Destination {
+		case "/dev/shm":
+			if m.Type != "tmpfs" {
+				t.Errorf("/dev/shm not private: %+v", m)
+			}
+		case "/dev/pts":
+			if !slices.Contains(m.Options, "max=256") {
+				t.Errorf("devpts not capped: %v", m.Options)
+			}
 		case "/tmp":
 			tmp = m.Type == "tmpfs" && slices.Contains(m.Options, "size="+WorkspaceTmpSize)
 		case ReaperPath:
@@ -209,7 +223,7 @@ func TestWorkspaceProcessForcesIdentity(t *testing.T) {
 		Args: []string{"sh"}, User: specs.User{UID: 0, GID: 0, AdditionalGids: []uint32{0, 10}},
 		Capabilities: &specs.LinuxCapabilities{Bounding: []string{"CAP_SYS_ADMIN"}, Effective: []string{"CAP_SYS_ADMIN"}},
 		Rlimits:      []specs.POSIXRlimit{{Type: "RLIMIT_CORE", Hard: 1 << 30, Soft: 1 << 30}, {Type: "RLIMIT_NOFILE", Hard: 10, Soft: 10}},
-	}, st)
+	}, nil, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +249,8 @@ func TestWorkspaceProcessForcesIdentity(t *testing.T) {
 func TestParseSettings(t *testing.T) {
 	gib := int64(1 << 30)
 	withAnn := func(ann map[string]string, uid uint32, mem *int64) *specs.Spec {
-		s := &specs.Spec{Annotations: ann, Process: &specs.Process{User: specs.User{UID: uid, GID: uid}}, Linux: &specs.Linux{}}
+		s := &specs.Spec{Annotations: ann, Process: &specs.Process{User: specs.User{UID: uid, GID: uid}}, Linux: &specs.Linux{},
+			Mounts: []specs.Mount{{Destination: "/data", Type: "bind", Source: "/host/data"}, {Destination: "/etc/ssl/certs", Type: "bind", Source: "/host/certs"}}}
 		if mem != nil {
 			s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: mem}}
 		}
@@ -247,15 +262,18 @@ func TestParseSettings(t *testing.T) {
 		want Settings
 	}{
 		{"defaults", withAnn(nil, 0, nil), Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
-		{"image user", withAnn(nil, 500, nil), Settings{UID: 500, GID: 500, PidsLimit: 1024}},
+		{"image user", withAnn(nil, 500, nil), Settings{UID: 500, GID: 500, PidsLimit: 1024, ControlUID: 500}},
 		{"annotation", withAnn(map[string]string{AnnotationUser: "2000:3000", AnnotationPidsLimit: "64", AnnotationMemoryLimit: "256m"}, 0, nil),
 			Settings{UID: 2000, GID: 3000, UserFromAnnotation: true, PidsLimit: 64, MemoryLimit: 256 << 20, MemoryFromAnnotation: true}},
 		{"uid only", withAnn(map[string]string{AnnotationUser: "2000"}, 0, nil), Settings{UID: 2000, GID: 2000, UserFromAnnotation: true, PidsLimit: 1024}},
 		{"derived memory", withAnn(nil, 0, &gib), Settings{UID: 1000, GID: 1000, PidsLimit: 1024, MemoryLimit: gib - 256<<20}},
+		{"env and mounts", withAnn(map[string]string{AnnotationEnv: " API_URL, _x1 ,", AnnotationMounts: "/data, /etc/ssl/certs/"}, 0, nil),
+			Settings{UID: 1000, GID: 1000, PidsLimit: 1024, UserEnv: []string{"API_URL", "_x1"}, UserMounts: []string{"/data", "/etc/ssl/certs"}}},
+		{"empty lists", withAnn(map[string]string{AnnotationEnv: "", AnnotationMounts: " "}, 0, nil), Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
 	}
 	for _, c := range ok {
-		got, err := ParseSettings(c.s)
-		if err != nil || got != c.want {
+		got, err := ParseSettings(c.s, Limits{})
+		if err != nil || !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: got %+v, %v; want %+v", c.name, got, err, c.want)
 		}
 	}
@@ -264,15 +282,78 @@ func TestParseSettings(t *testing.T) {
 		{AnnotationUser, "-5"}, {AnnotationUser, "1000:x"}, {AnnotationUser, ""},
 		{AnnotationPidsLimit, "abc"}, {AnnotationPidsLimit, "0"}, {AnnotationPidsLimit, "-1"}, {AnnotationPidsLimit, "3"},
 		{AnnotationMemoryLimit, "lots"}, {AnnotationMemoryLimit, "-1"}, {AnnotationMemoryLimit, "1k"}, {AnnotationMemoryLimit, "2g"},
+		{AnnotationEnv, "1ABC"}, {AnnotationEnv, "A-B"}, {AnnotationEnv, "OK,A=B"}, {AnnotationEnv, "LC_*"}, {AnnotationEnv, "A B"},
+		{AnnotationMounts, "data"}, {AnnotationMounts, "/data,relative"}, {AnnotationMounts, "/not-mounted"},
+		{AnnotationMounts, "/data,/data/sub"}, {AnnotationMounts, "~/x"},
 	}
 	for _, c := range bad {
-		_, err := ParseSettings(withAnn(map[string]string{c.key: c.val}, 0, &gib))
+		_, err := ParseSettings(withAnn(map[string]string{c.key: c.val}, 0, &gib), Limits{})
 		if err == nil {
 			t.Errorf("%s=%q accepted", c.key, c.val)
 			continue
 		}
-		if !strings.Contains(err.Error(), c.key) || !strings.Contains(err.Error(), `"`+c.val+`"`) {
+		if !strings.Contains(err.Error(), c.key) || !strings.Contains(err.Error(), strconv.Quote(c.val)) {
 			t.Errorf("%s=%q: error %q does not name the annotation and value", c.key, c.val, err)
+		}
+	}
+}
+
+// TestParseSettingsPids: a sandbox pids limit (the bundle's, or a lower
+// one of an ancestor cgroup) caps the workspace below it, leaving the
+// control plane a reserve of max(limit/4, 4).
+func TestParseSettingsPids(t *testing.T) {
+	spec := func(bundle int64, ann string) *specs.Spec {
+		s := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
+		if bundle != 0 {
+			s.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &bundle}}
+		}
+		if ann != "" {
+			s.Annotations = map[string]string{AnnotationPidsLimit: ann}
+		}
+		return s
+	}
+	for _, c := range []struct {
+		name     string
+		bundle   int64 // 0: not set
+		ancestor int64 // 0: none
+		ann      string
+		want     int64
+		errWords []string // non-nil: must fail naming these
+	}{
+		{name: "no limit", want: 1024},
+		{name: "unlimited bundle", bundle: -1, want: 1024},
+		{name: "large bundle limit", bundle: 100000, want: 1024},
+		{name: "bundle 64", bundle: 64, want: 48},
+		{name: "bundle 2000", bundle: 2000, want: 1024},
+		{name: "bundle 1200", bundle: 1200, want: 900},
+		{name: "bundle 12", bundle: 12, want: 8},
+		{name: "ancestor 64", ancestor: 64, want: 48},
+		{name: "ancestor below bundle", bundle: 1000, ancestor: 100, want: 75},
+		{name: "bundle below ancestor", bundle: 100, ancestor: 1000, want: 75},
+		{name: "annotation within", bundle: 64, ann: "48", want: 48},
+		{name: "annotation below", bundle: 64, ann: "20", want: 20},
+		{name: "annotation without limit", ann: "5000", want: 5000},
+		{name: "annotation above", bundle: 64, ann: "49", errWords: []string{AnnotationPidsLimit, `"49"`, "64", "48"}},
+		{name: "annotation above ancestor", ancestor: 64, ann: "1024", errWords: []string{AnnotationPidsLimit, `"1024"`, "64"}},
+		{name: "bundle too small", bundle: 11, errWords: []string{"pids limit 11", "8"}},
+		{name: "ancestor too small", bundle: 1000, ancestor: 10, errWords: []string{"pids limit 10"}},
+		{name: "too small with annotation", bundle: 11, ann: "8", errWords: []string{"pids limit 11"}},
+	} {
+		st, err := ParseSettings(spec(c.bundle, c.ann), Limits{Pids: c.ancestor})
+		if c.errWords != nil {
+			if err == nil {
+				t.Errorf("%s: accepted with pids limit %d", c.name, st.PidsLimit)
+				continue
+			}
+			for _, w := range c.errWords {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%s: error %q does not name %q", c.name, err, w)
+				}
+			}
+			continue
+		}
+		if err != nil || st.PidsLimit != c.want {
+			t.Errorf("%s: pids limit %d, %v; want %d", c.name, st.PidsLimit, err, c.want)
 		}
 	}
 }
@@ -382,5 +463,168 @@ func TestWaiterProcess(t *testing.T) {
 	}
 	if ReaperUID(Settings{UID: 65534, GID: 65534}) == 65534 {
 		t.Error("reaper shares the workspace's uid")
+	}
+}
+
+// TestWorkspaceProcessEnv: env entries an exec inherited from the control
+// plane (same KEY=VALUE as the bundle process') are dropped unless their
+// key is allowed by default or by io.sandbox.user.env.
+func TestWorkspaceProcessEnv(t *testing.T) {
+	base := &specs.Process{Env: []string{
+		"PATH=/bin", "HOME=/root", "HOSTNAME=sb", "LANG=C.UTF-8", "LANGUAGE=en", "LC_ALL=C", "LC_CTYPE=C",
+		"TERM=xterm", "TZ=UTC", "USER=root", "SHELL=/bin/sh", "PWD=/",
+		"CP_API_KEY=s3cret", "DB_URL=postgres://cp", "API_URL=http://cp", "EMPTY=", "NOEQUALS",
+	}}
+	for _, c := range []struct {
+		name    string
+		env     []string
+		allowed []string
+		base    *specs.Process // nil: the one above
+		noBase  bool
+		want    []string
+	}{
+		{name: "ctr exec copies the bundle env", env: base.Env,
+			want: []string{"PATH=/bin", "HOME=/root", "HOSTNAME=sb", "LANG=C.UTF-8", "LANGUAGE=en", "LC_ALL=C", "LC_CTYPE=C",
+				"TERM=xterm", "TZ=UTC", "USER=root", "SHELL=/bin/sh", "PWD=/"}},
+		{name: "annotated keys pass", env: []string{"CP_API_KEY=s3cret", "API_URL=http://cp", "DB_URL=postgres://cp"}, allowed: []string{"API_URL"},
+			want: []string{"API_URL=http://cp"}},
+		{name: "exec's own values pass", env: []string{"CP_API_KEY=mine", "NEW=1", "PATH=/usr/bin", "EMPTY=x"},
+			want: []string{"CP_API_KEY=mine", "NEW=1", "PATH=/usr/bin", "EMPTY=x"}},
+		{name: "empty and bare entries", env: []string{"EMPTY=", "NOEQUALS", "NOEQUALS=x"}, want: []string{"NOEQUALS=x"}},
+		{name: "prefix of an allowed key", env: []string{"PATHX=1", "LC=1"}, base: &specs.Process{Env: []string{"PATHX=1", "LC=1"}}, want: []string{}},
+		{name: "no bundle process", env: []string{"CP_API_KEY=s3cret"}, noBase: true, want: []string{"CP_API_KEY=s3cret"}},
+	} {
+		b := base
+		if c.base != nil || c.noBase {
+			b = c.base
+		}
+		lp, err := WorkspaceProcess(&specs.Process{Args: []string{"sh"}, Env: c.env}, b, Settings{UID: 1000, GID: 1000, UserEnv: c.allowed})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := lp.Env; !slices.Equal(got, c.want) && !(len(got) == 0 && len(c.want) == 0) {
+			t.Errorf("%s: env %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
+// TestWorkspaceMounts: only kernel filesystems, the /dev tmpfs and
+// read-only name-resolution files reach the workspace, plus what
+// io.sandbox.user.mounts lists; /tmp and /dev/shm are private.
+func TestWorkspaceMounts(t *testing.T) {
+	bind := func(dst, src string, opts ...string) specs.Mount {
+		return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: append([]string{"rbind"}, opts...)}
+	}
+	in := []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc"},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"mode=755"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"newinstance", "max=1000"}},
+		bind("/dev/shm", "/run/containerd/sandboxes/p1/shm", "rw"),
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue"},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"rw"}},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"rw"}},
+		bind("/etc/hosts", "/pod/etc-hosts", "rw"),
+		bind("/etc/resolv.conf", "/pod/resolv.conf"),
+		{Destination: "/etc/hostname", Type: "none", Source: "/pod/hostname", Options: []string{"bind", "rw"}},
+		bind("/var/run/secrets/kubernetes.io/serviceaccount", "/pod/token", "ro"),
+		bind("/run/docker.sock", "/run/docker.sock"),
+		bind("/cache", "/pod/empty-dir", "rw"),
+		bind("/data", "/pod/data", "rw"),
+		{Destination: "/run", Type: "tmpfs", Source: "tmpfs"},
+		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs"},
+		{Destination: "/etc/passwd", Type: "tmpfs", Source: "tmpfs"}, // odd, but a private instance too
+	}
+	byDst := func(ms []specs.Mount) map[string]specs.Mount {
+		m := map[string]specs.Mount{}
+		for _, x := range ms {
+			if _, dup := m[x.Destination]; dup {
+				t.Errorf("%s mounted twice", x.Destination)
+			}
+			m[x.Destination] = x
+		}
+		return m
+	}
+	for _, c := range []struct {
+		name string
+		user []string
+		keep []string // destinations besides the always-kept ones
+	}{
+		{name: "default"},
+		{name: "annotated", user: []string{"/data", "/cache"}, keep: []string{"/data", "/cache"}},
+		{name: "annotated shared /tmp and /dev/shm", user: []string{"/tmp", "/dev/shm"}},
+	} {
+		out := byDst(workspaceMounts(slices.Clone(in), "/opt/reaper", c.user))
+		want := append([]string{"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup",
+			"/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/tmp", ReaperPath,
+			"/run", "/etc/passwd"}, // tmpfs mounts: new, empty instances, so private
+			c.keep...)
+		if len(out) != len(want) {
+			t.Errorf("%s: mounts %v, want %v", c.name, slices.Collect(maps.Keys(out)), want)
+		}
+		for _, dst := range want {
+			if _, ok := out[dst]; !ok {
+				t.Errorf("%s: %s missing", c.name, dst)
+			}
+		}
+		for _, dst := range []string{"/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/sys", "/sys/fs/cgroup"} {
+			if o := out[dst].Options; !slices.Contains(o, "ro") || slices.Contains(o, "rw") {
+				t.Errorf("%s: %s not read-only: %v", c.name, dst, o)
+			}
+		}
+		if o := out["/dev/pts"].Options; !slices.Contains(o, "max=256") || slices.Contains(o, "max=1000") {
+			t.Errorf("%s: devpts not capped: %v", c.name, o)
+		}
+		shared := slices.Contains(c.user, "/dev/shm")
+		if shm := out["/dev/shm"]; shared != (shm.Type == "bind") {
+			t.Errorf("%s: /dev/shm %+v (shared %v)", c.name, shm, shared)
+		} else if !shared && (shm.Type != "tmpfs" || !slices.Equal(shm.Options, []string{"nosuid", "nodev", "noexec", "mode=1777", "size=64m"})) {
+			t.Errorf("%s: /dev/shm not a private tmpfs: %+v", c.name, shm)
+		}
+		if tmp := out["/tmp"]; slices.Contains(c.user, "/tmp") == slices.Contains(tmp.Options, "size="+WorkspaceTmpSize) {
+			t.Errorf("%s: /tmp %+v", c.name, tmp)
+		}
+		if slices.Contains(c.keep, "/data") && !slices.Contains(out["/data"].Options, "rw") {
+			t.Errorf("%s: annotated mount changed: %+v", c.name, out["/data"])
+		}
+	}
+	// The input is left alone.
+	if !slices.Contains(in[5].Options, "rw") || !slices.Contains(in[2].Options, "max=1000") {
+		t.Error("workspaceMounts modified its input")
+	}
+	// A bundle's lower pty cap stays.
+	if o := ptyMax([]string{"newinstance", "max=16"}); !slices.Equal(o, []string{"newinstance", "max=16"}) {
+		t.Errorf("ptyMax raised a lower cap: %v", o)
+	}
+}
+
+// TestReaperUID: the reaper avoids the workspace user and the control
+// plane's uid; ParseSettings refuses settings that leave no candidate.
+func TestReaperUID(t *testing.T) {
+	for _, c := range []struct {
+		uid, gid, control, want uint32
+	}{
+		{1000, 1000, 0, 65534},
+		{65534, 65534, 0, 65533},
+		{1000, 65534, 0, 65533},
+		{1000, 1000, 65534, 65533},
+		{65534, 1000, 65533, 65532},
+		{65533, 65534, 1000, 65532},
+	} {
+		if got := ReaperUID(Settings{UID: c.uid, GID: c.gid, ControlUID: c.control}); got != c.want {
+			t.Errorf("ReaperUID(ws %d:%d, control %d) = %d, want %d", c.uid, c.gid, c.control, got, c.want)
+		}
+	}
+	s := &specs.Spec{Annotations: map[string]string{AnnotationUser: "65534:65533"}, Process: &specs.Process{User: specs.User{UID: 65532}}}
+	_, err := ParseSettings(s, Limits{})
+	if err == nil || !strings.Contains(err.Error(), "reaper") {
+		t.Errorf("no free reaper uid accepted: %v", err)
+	}
+	st, err := ParseSettings(&specs.Spec{Process: &specs.Process{User: specs.User{UID: 65534, GID: 65534}}}, Limits{})
+	if err != nil || ReaperUID(st) != 65533 {
+		t.Errorf("control plane as nobody: reaper %d, %v", ReaperUID(st), err)
+	}
+	lp, err := WaiterProcess(st, nil)
+	if err != nil || lp.UID != 65533 || lp.GID != 65533 {
+		t.Errorf("waiter runs as %d:%d (%v), want 65533", lp.UID, lp.GID, err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -15,6 +17,13 @@ import (
 // ReaperPath is where the workspace's pid 1 is bind-mounted. It sits on the
 // container's own /dev tmpfs, so nothing is written into the shared rootfs.
 const ReaperPath = "/dev/.sandbox-reaper"
+
+// WorkspaceShmSize bounds the private /dev/shm as WorkspaceTmpSize does /tmp.
+const WorkspaceShmSize = "64m"
+
+// WorkspacePtyMax caps the ptys of the workspace's devpts: the kernel's pty
+// pool (kernel.pty.max) is shared by the whole node.
+const WorkspacePtyMax = 256
 
 // WorkspaceTmpSize bounds the private /tmp so user code cannot fill memory
 // through it beyond its own cgroup (tmpfs pages are charged to the writer).
@@ -27,13 +36,28 @@ const workspaceCPUShares = 512
 // workspaceOOMScoreAdj makes the kernel pick user code first.
 const workspaceOOMScoreAdj = 1000
 
-// ReaperUID is the workspace reaper's uid: nobody, unless that is the
-// workspace user.
+// reaperUIDs are the reaper's candidate uids, in order of preference:
+// nobody first.
+var reaperUIDs = []uint32{65534, 65533, 65532}
+
+// ReaperUID is the workspace reaper's uid (and gid): the first candidate
+// that is neither the workspace user's uid or gid nor the control plane's
+// uid, so neither can signal, renice or prlimit it. ParseSettings refuses
+// settings that leave none.
 func ReaperUID(st Settings) uint32 {
-	if st.UID == 65534 || st.GID == 65534 {
-		return 65533
+	if u, ok := reaperUID(st); ok {
+		return u
 	}
-	return 65534
+	return reaperUIDs[len(reaperUIDs)-1] - 1
+}
+
+func reaperUID(st Settings) (uint32, bool) {
+	for _, u := range reaperUIDs {
+		if u != st.UID && u != st.GID && u != st.ControlUID {
+			return u, true
+		}
+	}
+	return 0, false
 }
 
 // WorkspaceOptions is what the workspace needs besides the bundle spec.
@@ -121,7 +145,7 @@ func WorkspaceSpec(s *specs.Spec, o WorkspaceOptions) (*specs.Spec, error) {
 	w.Linux.Seccomp = WorkspaceSeccomp()
 	w.Linux.CgroupsPath = o.CgroupPath
 	w.Linux.Resources = workspaceResources(s, o.Settings)
-	w.Mounts = workspaceMounts(s.Mounts, o.Reaper)
+	w.Mounts = workspaceMounts(s.Mounts, o.Reaper, o.Settings.UserMounts)
 	return &w, nil
 }
 
@@ -136,8 +160,10 @@ func Workspace(id, bundle string, s *specs.Spec, o WorkspaceOptions) (*configs.C
 
 // WorkspaceProcess converts a containerd exec into a workspace process:
 // whatever the caller asked, it runs as the workspace user with no
-// capabilities, no_new_privs and no core dumps.
-func WorkspaceProcess(p *specs.Process, st Settings) (*libcontainer.Process, error) {
+// capabilities, no_new_privs and no core dumps. base is the bundle's
+// (control plane's) process: containerd builds an exec's spec from it, so
+// its env entries arrive in every exec and are dropped (see workspaceEnv).
+func WorkspaceProcess(p *specs.Process, base *specs.Process, st Settings) (*libcontainer.Process, error) {
 	if p == nil {
 		return nil, errors.New("no process spec")
 	}
@@ -147,12 +173,42 @@ func WorkspaceProcess(p *specs.Process, st Settings) (*libcontainer.Process, err
 	q.NoNewPrivileges = true
 	q.Rlimits = workspaceRlimits(p)
 	q.ApparmorProfile = ""
+	q.Env = workspaceEnv(p.Env, base, st.UserEnv)
 	lp, err := Process(&q)
 	if err != nil {
 		return nil, err
 	}
 	lp.Capabilities = &configs.Capabilities{}
 	return lp, nil
+}
+
+// userEnvKeys are the control plane's env keys every exec keeps: they
+// describe the environment, not the control plane's secrets.
+var userEnvKeys = []string{"PATH", "HOME", "HOSTNAME", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "SHELL", "PWD"}
+
+// workspaceEnv drops every entry of env that is the same KEY=VALUE as one
+// of base's (it came from the control plane, e.g. CP_API_KEY=...), unless
+// its key is in userEnvKeys, LC_*, or in allowed (io.sandbox.user.env).
+// What the exec set itself, with another value, passes.
+func workspaceEnv(env []string, base *specs.Process, allowed []string) []string {
+	if base == nil || len(base.Env) == 0 {
+		return env
+	}
+	inherited := make(map[string]bool, len(base.Env))
+	for _, e := range base.Env {
+		inherited[e] = true
+	}
+	out := make([]string, 0, len(env))
+	for _, e := range env {
+		if inherited[e] {
+			k, _, _ := strings.Cut(e, "=")
+			if !slices.Contains(userEnvKeys, k) && !strings.HasPrefix(k, "LC_") && !slices.Contains(allowed, k) {
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // workspaceRlimits keeps the given limits but forces RLIMIT_CORE to a hard
@@ -187,28 +243,89 @@ func workspaceResources(s *specs.Spec, st Settings) *specs.LinuxResources {
 	return r
 }
 
-// workspaceMounts drops the bundle's /tmp for a private, size-limited one,
-// makes /sys and cgroupfs read-only whatever the bundle said, and adds the
-// reaper.
-func workspaceMounts(in []specs.Mount, reaper string) []specs.Mount {
+// userBindMounts are the bundle's bind mounts every workspace keeps,
+// read-only: the names the control plane resolves with.
+var userBindMounts = []string{"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
+
+// workspaceMounts keeps only what user code needs of the bundle's mounts:
+// the kernel filesystems (proc, sysfs and cgroupfs read-only, mqueue,
+// devpts capped at WorkspacePtyMax ptys), the /dev tmpfs, and read-only
+// /etc/hosts, /etc/resolv.conf and /etc/hostname. Everything else (secret
+// volumes, service-account tokens, host sockets, emptyDirs) is the control
+// plane's unless its destination is in user (io.sandbox.user.mounts).
+// /tmp and /dev/shm become private tmpfs (CRI's /dev/shm is the pod's,
+// shared with the control plane), and the reaper is added.
+func workspaceMounts(in []specs.Mount, reaper string, user []string) []specs.Mount {
 	var out []specs.Mount
+	privateTmp, shm := true, false
 	for _, m := range in {
+		m.Options = slices.Clone(m.Options)
 		dst := path.Clean(m.Destination)
-		if dst == "/tmp" {
-			continue
-		}
 		if m.Type == "sysfs" || m.Type == "cgroup" || m.Type == "cgroup2" || dst == "/sys" || dst == "/sys/fs/cgroup" {
-			m.Options = append(slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "rw" }), "ro")
+			m.Options = readOnly(m.Options)
+		}
+		if m.Type == "devpts" {
+			m.Options = ptyMax(m.Options)
+		}
+		switch {
+		case slices.Contains(user, dst):
+			// The platform shares it on purpose.
+			if dst == "/tmp" {
+				privateTmp = false
+			}
+		case dst == "/tmp":
+			continue
+		case dst == "/dev/shm":
+			if shm {
+				continue
+			}
+			shm = true
+			m = specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
+				Options: []string{"nosuid", "nodev", "noexec", "mode=1777", "size=" + WorkspaceShmSize}}
+		case m.Type == "proc" || m.Type == "sysfs" || m.Type == "cgroup" || m.Type == "cgroup2" ||
+			m.Type == "mqueue" || m.Type == "devpts":
+		case m.Type == "tmpfs" && !isBind(m):
+			// A tmpfs is a new, empty instance in each container: private.
+		case slices.Contains(userBindMounts, dst) && isBind(m):
+			m.Options = readOnly(m.Options)
+		default:
+			continue
 		}
 		out = append(out, m)
 	}
-	out = append(out,
-		specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
-			Options: []string{"nosuid", "nodev", "mode=1777", "size=" + WorkspaceTmpSize}},
-		specs.Mount{Destination: ReaperPath, Type: "bind", Source: reaper,
-			Options: []string{"bind", "ro", "nosuid", "nodev"}},
-	)
-	return out
+	if privateTmp {
+		out = append(out, specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
+			Options: []string{"nosuid", "nodev", "mode=1777", "size=" + WorkspaceTmpSize}})
+	}
+	return append(out, specs.Mount{Destination: ReaperPath, Type: "bind", Source: reaper,
+		Options: []string{"bind", "ro", "nosuid", "nodev"}})
+}
+
+func isBind(m specs.Mount) bool {
+	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+}
+
+// readOnly replaces rw with ro.
+func readOnly(opts []string) []string {
+	opts = slices.DeleteFunc(opts, func(o string) bool { return o == "rw" || o == "ro" })
+	return append(opts, "ro")
+}
+
+// ptyMax caps a devpts mount at WorkspacePtyMax ptys, or the bundle's own
+// lower max.
+func ptyMax(opts []string) []string {
+	n := WorkspacePtyMax
+	opts = slices.DeleteFunc(opts, func(o string) bool {
+		v, ok := strings.CutPrefix(o, "max=")
+		if !ok {
+			return false
+		}
+		if m, err := strconv.Atoi(v); err == nil && m >= 0 && m < n {
+			n = m
+		}
+		return true
+	})
+	return append(opts, "max="+strconv.Itoa(n))
 }
 
 func hasNamespace(s *specs.Spec, t specs.LinuxNamespaceType) bool {

@@ -135,11 +135,15 @@ func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Proc
 	if err != nil {
 		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
-	settings, err := spec.ParseSettings(s)
+	paths, err := spec.Cgroups(s, cfg.Namespace, cfg.ID)
 	if err != nil {
 		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
-	paths, err := spec.Cgroups(s, cfg.Namespace, cfg.ID)
+	limits, err := hostLimits(paths.Sandbox)
+	if err != nil {
+		return nil, fail(nil, err)
+	}
+	settings, err := spec.ParseSettings(s, limits)
 	if err != nil {
 		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
@@ -424,7 +428,7 @@ func (sb *Sandbox) Process(execID string) (*process.Process, error) {
 // Exec registers an exec; it will run in the workspace as the workspace
 // user whatever user, capabilities or privileges its spec asks for.
 func (sb *Sandbox) Exec(ctx context.Context, execID string, ps *specs.Process, stdio process.Stdio) (*process.Process, error) {
-	lp, err := spec.WorkspaceProcess(ps, sb.settings)
+	lp, err := spec.WorkspaceProcess(ps, sb.spec.Process, sb.settings)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: exec %q: %w: %w", sb.ID, execID, errdefs.ErrInvalidArgument, err)
 	}
@@ -446,38 +450,39 @@ func (sb *Sandbox) Exec(ctx context.Context, execID string, ps *specs.Process, s
 
 // StartExec runs a registered exec in the workspace.
 func (sb *Sandbox) StartExec(ctx context.Context, execID string) (*process.Process, error) {
+	fail := func(kind, err error) (*process.Process, error) {
+		if kind != nil {
+			return nil, fmt.Errorf("sandbox %s: exec %q: %w: %w", sb.ID, execID, kind, err)
+		}
+		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+	}
 	p, err := sb.Process(execID)
 	if err != nil {
 		return nil, err
 	}
-	if p.Status() != process.Created {
-		return nil, fmt.Errorf("sandbox %s: exec %q: %w: already started", sb.ID, execID, errdefs.ErrFailedPrecondition)
+	switch {
+	case !sb.Started():
+		return fail(errdefs.ErrFailedPrecondition, errors.New("task not started"))
+	case sb.init.Status() == process.Stopped:
+		return fail(errdefs.ErrFailedPrecondition, errors.New("task is stopped"))
+	case sb.Paused():
+		return fail(errdefs.ErrFailedPrecondition, errors.New("sandbox is paused"))
 	}
-	if !sb.Started() {
-		return nil, fmt.Errorf("sandbox %s: exec %q: %w: task not started", sb.ID, execID, errdefs.ErrFailedPrecondition)
+	if err := p.Claim(); err != nil {
+		return fail(errdefs.ErrFailedPrecondition, err)
 	}
 	ws, err := sb.workspace(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+		p.Abandon()
+		return fail(nil, err)
 	}
-	if ok, err := sb.startPooled(execID, p); ok {
-		if err != nil {
-			return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+	if err := sb.startInWaiter(ws, execID, p); err != nil {
+		p.Abandon()
+		if errors.Is(err, process.ErrBadRequest) {
+			return fail(errdefs.ErrInvalidArgument, err)
 		}
-		return p, nil
+		return fail(nil, err)
 	}
-	subs, cleanup, err := sb.execCgroup(ws)
-	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
-	}
-	p.SetSubCgroups(subs)
-	if err := p.Start(ws.Run, sb.execExited); err != nil {
-		cleanup()
-		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
-	}
-	sb.mu.Lock()
-	sb.execCleanup[execID] = cleanup
-	sb.mu.Unlock()
 	return p, nil
 }
 
@@ -487,8 +492,8 @@ func (sb *Sandbox) DeleteExec(execID string) (*process.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.Status() == process.Running {
-		return nil, fmt.Errorf("sandbox %s: exec %q: %w: still running", sb.ID, execID, errdefs.ErrFailedPrecondition)
+	if st := p.Status(); st == process.Running || st == process.Starting {
+		return nil, fmt.Errorf("sandbox %s: exec %q: %w: still %s", sb.ID, execID, errdefs.ErrFailedPrecondition, st)
 	}
 	sb.mu.Lock()
 	delete(sb.execs, execID)

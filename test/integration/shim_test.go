@@ -271,7 +271,7 @@ func TestTeardownLeavesNothing(t *testing.T) {
 	before := shimPIDs(t)
 	c := newContainer(t, ctx, id, oci.WithProcessArgs("sleep", "120"), oci.WithMounts([]specs.Mount{{
 		Destination: "/mnt/host", Type: "bind", Source: hostDir, Options: []string{"rbind", "ro"},
-	}}))
+	}}), withAnnotations("io.sandbox.user.mounts", "/mnt/host"))
 	task, exitCh := startTask(t, ctx, c, nullIO())
 	startExec(t, ctx, task, "bg", nullIO(), false, "sleep", "120")
 	if out, _, _ := runExec(t, ctx, task, "cat", "cat", "/mnt/host/f"); out != "from-host\n" {

@@ -165,6 +165,9 @@ func TestBadAnnotations(t *testing.T) {
 		{"io.sandbox.user.pids-limit", "lots"},
 		{"io.sandbox.user.pids-limit", "-3"},
 		{"io.sandbox.user.memory-limit", "12xb"},
+		{"io.sandbox.user.env", "NOT-A-NAME"},
+		{"io.sandbox.user.mounts", "relative/dir"},
+		{"io.sandbox.user.mounts", "/not/a/mount"},
 	} {
 		id := newID(t)
 		c := newContainer(t, ctx, id, oci.WithProcessArgs("sleep", "120"), withAnnotations(kv[0], kv[1]))
