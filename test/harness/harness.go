@@ -377,6 +377,10 @@ func (d *Daemon) ShimPIDs() ([]int, error) {
 		if !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim-") {
 			continue
 		}
+		// The short-lived start and delete actions are not shim servers.
+		if last := args[len(args)-1]; last == "start" || last == "delete" {
+			continue
+		}
 		for i := 1; i+1 < len(args); i++ {
 			if args[i] == "-address" && args[i+1] == d.Address {
 				pids = append(pids, pid)

@@ -69,7 +69,8 @@ func TestConnectAfterRestart(t *testing.T) {
 	}
 	for _, s := range shims {
 		if !alive(s) {
-			t.Fatalf("shim %d died with containerd", s)
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s))
+			t.Fatalf("shim %d died with containerd (stat %q; shims before %v, new %v)", s, st, before, shims)
 		}
 	}
 	c, err := d.Client.LoadContainer(ctx, id)
