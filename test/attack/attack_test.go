@@ -163,7 +163,9 @@ func TestForkBomb(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
-			sb := newSandbox(t, ctx, controlPlaneArgs)
+			// Limits as a platform sets them (here 1.5 of the machine's 2 CPUs): without
+			// a CPU limit a bomb's fork churn can stall the whole host, not just the sandbox.
+			sb := newSandbox(t, ctx, controlPlaneArgs, oci.WithCPUCFS(150000, 100000), oci.WithMemoryLimit(512<<20))
 			reaper, rstart := sb.reaper(t)
 			t.Logf("workspace pids.max = %s", sb.cgroupFile("pids", "pids.max"))
 			launch := func() {
