@@ -637,18 +637,33 @@ func (sb *Sandbox) Update(r *specs.LinuxResources) error {
 		return fmt.Errorf("sandbox %s: update: %w", sb.ID, err)
 	}
 	sb.res = &res
+	// The workspace's limits follow the sandbox's, so the control plane keeps
+	// its reserve: memory unless annotated, pids never above the new cap.
+	ws := sb.readyWorkspace()
+	if ws == nil {
+		return nil
+	}
+	wcfg := ws.Config()
+	wres := *wcfg.Cgroups.Resources
+	changed := false
 	if r.Memory != nil && r.Memory.Limit != nil && !sb.settings.MemoryFromAnnotation {
-		if ws := sb.readyWorkspace(); ws != nil {
-			wcfg := ws.Config()
-			wres := *wcfg.Cgroups.Resources
-			wres.Memory = spec.DefaultWorkspaceMemory(*r.Memory.Limit)
-			cg := *wcfg.Cgroups
-			cg.Resources = &wres
-			wcfg.Cgroups = &cg
-			if err := ws.Set(wcfg); err != nil {
-				return fmt.Errorf("sandbox %s: update workspace memory: %w", sb.ID, err)
-			}
-		}
+		wres.Memory = spec.DefaultWorkspaceMemory(*r.Memory.Limit)
+		changed = true
+	}
+	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit > 0 {
+		capped, _ := spec.WorkspacePidsMax(*r.Pids.Limit)
+		limit := max(min(sb.settings.PidsLimit, capped), 1)
+		wres.PidsLimit = &limit
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	cg := *wcfg.Cgroups
+	cg.Resources = &wres
+	wcfg.Cgroups = &cg
+	if err := ws.Set(wcfg); err != nil {
+		return fmt.Errorf("sandbox %s: update workspace limits: %w", sb.ID, err)
 	}
 	return nil
 }

@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Tests of the workspace every exec runs in (io.sandbox.v1 only).
@@ -211,5 +213,34 @@ func TestWorkspaceExecSpecCannotEscalate(t *testing.T) {
 	deleteProcess(t, ctx, p)
 	if !strings.HasPrefix(out.String(), "1000\n") || !strings.Contains(out.String(), "CapEff:\t0000000000000000") {
 		t.Fatalf("exec escalated: %q", out.String())
+	}
+}
+
+// TestUpdateCapsWorkspace: when Update lowers the sandbox's limits, the workspace's follow,
+// so the control plane keeps its reserve.
+func TestUpdateCapsWorkspace(t *testing.T) {
+	skipUnderRunc(t, "the workspace is io.sandbox.v1's")
+	ctx := testCtx(t)
+	id := newID(t)
+	c := newContainer(t, ctx, id, oci.WithProcessArgs("sleep", "120"), oci.WithMemoryLimit(512*mib), oci.WithPidsLimit(400))
+	task, _ := startTask(t, ctx, c, nullIO())
+	runExec(t, ctx, task, "warm", "true")
+	if got := cgroupFile(t, "pids", id, "user", "pids.max"); got != "300" {
+		t.Fatalf("user pids.max before = %s, want 300", got)
+	}
+	mem, pids := int64(256*mib), int64(64)
+	if err := task.Update(ctx, client.WithResources(&specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: &mem}, Pids: &specs.LinuxPids{Limit: &pids},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if got := cgroupFile(t, "pids", id, "", "pids.max"); got != "64" {
+		t.Errorf("sandbox pids.max = %s, want 64", got)
+	}
+	if got := cgroupFile(t, "pids", id, "user", "pids.max"); got != "48" {
+		t.Errorf("user pids.max after = %s, want 48", got)
+	}
+	if got := cgroupFile(t, "memory", id, "user", "memory.limit_in_bytes"); got != strconv.Itoa(192*mib) {
+		t.Errorf("user memory limit after = %s, want %d", got, 192*mib)
 	}
 }
