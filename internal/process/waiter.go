@@ -216,6 +216,10 @@ func (p *Process) StartIn(w *Waiter, args, env []string, cwd string, rlimits []R
 			if err := io.attachConsole(fd); err != nil {
 				return err
 			}
+			// The waiter holds the exec until the master is being read.
+			if _, err := unix.Write(sock, []byte("A")); err != nil {
+				return fmt.Errorf("exec request: %w", err)
+			}
 		default:
 			if fd != nil {
 				fd.Close()

@@ -26,7 +26,8 @@
  * Request: u32 version(2), u32 flags (1 = terminal), u16 rows, u16 cols,
  * u32 argc, u32 envc, u32 nrlimits, nrlimits x (u32 resource, u32 pad,
  * u64 soft, u64 hard), then NUL-terminated cwd, argv[argc], envp[envc];
- * SCM_RIGHTS: stdin, stdout, stderr (non-terminal only).
+ * SCM_RIGHTS: stdin, stdout, stderr (non-terminal only). A terminal exec
+ * sends "M" with the pty master and waits for "A" before it goes on.
  *
  * Where the kernel has Landlock scoping (ABI 6, Linux 6.12), each exec
  * runs in its own domain that cannot connect to abstract unix sockets
@@ -302,6 +303,12 @@ static int wait_exec(uid_t uid, gid_t gid)
 		}
 		send_fd(master);
 		close(master);
+		/* Wait until the shim reads the master: output of a program that
+		 * exits at once would be flushed by the hangup of its terminal if
+		 * nobody were reading yet. */
+		char ack;
+		if (recv(SOCK_FD, &ack, 1, 0) != 1 || ack != 'A')
+			_exit(127);
 		std[0] = std[1] = std[2] = slave;
 	} else {
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);

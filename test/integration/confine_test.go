@@ -36,8 +36,13 @@ func TestExecEnvWithoutControlPlaneSecrets(t *testing.T) {
 				opts = append(opts, withAnnotations("io.sandbox.user.env", c.ann))
 			}
 			task, _ := runningContainer(t, opts...)
-			// The control plane has them.
-			if env, err := readInContainer(task.Pid(), "/proc/1/environ"); err != nil || !strings.Contains(env, "CP_API_KEY=s3cret") {
+			// The control plane has them (once its init has exec'd: Start may return first).
+			var env string
+			var err error
+			if !poll(stepTimeout, func() bool {
+				env, err = readInContainer(task.Pid(), "/proc/1/environ")
+				return err == nil && strings.Contains(env, "CP_API_KEY=s3cret")
+			}) {
 				t.Fatalf("control plane env %q, %v", env, err)
 			}
 			out, _, code := runExec(t, ctx, task, "env", "sh", "-c", `echo "key=$CP_API_KEY url=$API_URL tz=$TZ path=$PATH"`)
