@@ -53,10 +53,13 @@ type stdio struct {
 	// EOF only once CloseIO is called, not when a client detaches.
 	stdinCloser io.Closer
 	closers     []io.Closer
-	copying     sync.WaitGroup
-	moved       atomic.Int64 // bytes written to the output FIFOs
-	closeOnce   sync.Once
-	mu          sync.Mutex
+	closed      bool
+	// out holds the shim's ends of the stdout and stderr FIFOs.
+	out       [2]fifoEnds
+	copying   sync.WaitGroup
+	moved     atomic.Int64 // bytes written to the output FIFOs
+	closeOnce sync.Once
+	mu        sync.Mutex
 }
 
 // newStdio prepares the process' stdio before it starts.
@@ -67,7 +70,7 @@ func newStdio(cfg Stdio, lp *libcontainer.Process) (_ *stdio, retErr error) {
 			s.close()
 		}
 	}()
-	if err := s.holdStdin(); err != nil {
+	if err := s.openFIFOs(); err != nil {
 		return nil, err
 	}
 	if cfg.Terminal {
@@ -136,7 +139,7 @@ func (s *stdio) attachConsole(f *os.File) error {
 		go s.copyIn(c, nil)
 	}
 	if s.cfg.Stdout != "" {
-		s.copyOut(s.cfg.Stdout, c)
+		s.copyOut(s.out[0], c)
 	}
 	return nil
 }
@@ -147,24 +150,55 @@ func (s *stdio) copyPipes() {
 		go s.copyIn(s.stdinW, s.stdinW)
 	}
 	if s.stdoutR != nil {
-		s.copyOut(s.cfg.Stdout, s.stdoutR)
+		s.copyOut(s.out[0], s.stdoutR)
 	}
 	if s.stderrR != nil {
-		s.copyOut(s.cfg.Stderr, s.stderrR)
+		s.copyOut(s.out[1], s.stderrR)
 	}
 }
 
-// holdStdin opens the shim's own writer on the stdin FIFO (see stdinCloser).
-func (s *stdio) holdStdin() error {
-	if s.cfg.Stdin == "" {
-		return nil
+// fifoOpenTimeout bounds the wait for a client to open its end of an
+// output FIFO.
+const fifoOpenTimeout = 10 * time.Second
+
+// openFIFOs opens the shim's ends of the FIFOs before the process starts:
+// its own writer on stdin (see stdinCloser), and a writer plus a reader on
+// each output. The output writer is opened blocking, as the runc shim does:
+// it returns once the client's reader is open, so a short process' output
+// can never land in a FIFO that every side closes before the client looks.
+func (s *stdio) openFIFOs() error {
+	if s.cfg.Stdin != "" {
+		sc, err := fifo.OpenFifo(context.Background(), s.cfg.Stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("open stdin fifo %s: %w", s.cfg.Stdin, err)
+		}
+		s.stdinCloser = sc
 	}
-	sc, err := fifo.OpenFifo(context.Background(), s.cfg.Stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return fmt.Errorf("open stdin fifo %s: %w", s.cfg.Stdin, err)
+	for i, path := range []string{s.cfg.Stdout, s.cfg.Stderr} {
+		if path == "" || (s.cfg.Terminal && i == 1) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), fifoOpenTimeout)
+		w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("open output fifo %s: %w", path, err)
+		}
+		s.addCloser(w)
+		r, err := fifo.OpenFifo(context.Background(), path, syscall.O_RDONLY, 0)
+		if err != nil {
+			return fmt.Errorf("open output fifo %s: %w", path, err)
+		}
+		s.addCloser(r)
+		s.out[i] = fifoEnds{w, r}
 	}
-	s.stdinCloser = sc
 	return nil
+}
+
+// fifoEnds are the shim's ends of one output FIFO.
+type fifoEnds struct {
+	w io.WriteCloser
+	r io.Closer
 }
 
 // makePipes creates a pipe for each stream cfg wants and returns the
@@ -203,7 +237,7 @@ func newWaiterStdio(cfg Stdio) (_ *stdio, child []*os.File, retErr error) {
 			s.close()
 		}
 	}()
-	if err := s.holdStdin(); err != nil {
+	if err := s.openFIFOs(); err != nil {
 		return nil, nil, err
 	}
 	if cfg.Terminal {
@@ -243,35 +277,32 @@ func (s *stdio) copyIn(dst io.Writer, closeAfter io.Closer) {
 	}
 }
 
-// copyOut copies one output stream into its FIFO. A read-side handle on the
-// FIFO is kept open too, as the runc shim does, so the process never gets
-// EPIPE when a client detaches.
-func (s *stdio) copyOut(path string, src io.Reader) {
+// copyOut copies one output stream into its FIFO, then closes the shim's
+// ends so the client sees EOF. The read-side handle kept meanwhile, as the
+// runc shim keeps it, spares the process EPIPE when a client detaches.
+func (s *stdio) copyOut(f fifoEnds, src io.Reader) {
+	if f.w == nil {
+		return
+	}
 	s.copying.Add(1)
 	go func() {
 		defer s.copying.Done()
-		w, err := fifo.OpenFifo(context.Background(), path, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			_, _ = io.Copy(io.Discard, src)
-			return
-		}
-		s.addCloser(w)
-		r, err := fifo.OpenFifo(context.Background(), path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
-		if err == nil {
-			s.addCloser(r)
-		}
 		buf := make([]byte, 32<<10)
-		_, _ = io.CopyBuffer(progressWriter{w, &s.moved}, src, buf)
-		// The pty returns EIO once the last slave fd closed: a normal end.
-		w.Close()
-		if r != nil {
-			r.Close()
-		}
+		// Ends at EOF, or EIO from a pty whose last slave fd closed.
+		_, _ = io.CopyBuffer(progressWriter{f.w, &s.moved}, src, buf)
+		f.w.Close()
+		f.r.Close()
 	}()
 }
 
+// addCloser registers c for close; after close it closes c at once.
 func (s *stdio) addCloser(c io.Closer) {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
 	s.closers = append(s.closers, c)
 	s.mu.Unlock()
 }
@@ -347,6 +378,7 @@ func (s *stdio) close() {
 			}
 		}
 		s.mu.Lock()
+		s.closed = true
 		closers := s.closers
 		s.closers = nil
 		c := s.console

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -377,8 +378,11 @@ func (d *Daemon) ShimPIDs() ([]int, error) {
 		if !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim-") {
 			continue
 		}
-		// The short-lived start and delete actions are not shim servers.
-		if last := args[len(args)-1]; last == "start" || last == "delete" {
+		// The short-lived start and delete actions and -info queries are not
+		// shim servers: a server has -id and no action.
+		if !slices.Contains(args, "-id") || slices.ContainsFunc(args, func(a string) bool {
+			return a == "start" || a == "delete" || a == "-info" || a == "--info"
+		}) {
 			continue
 		}
 		for i := 1; i+1 < len(args); i++ {
