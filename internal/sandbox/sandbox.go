@@ -40,6 +40,10 @@ const StateDirName = "libcontainer"
 // workspaceSuffix names the workspace container next to the control plane.
 const workspaceSuffix = ".workspace"
 
+// workspaceBuildDelay is how long after Start the workspace is built when
+// no exec asks for it earlier.
+const workspaceBuildDelay = 50 * time.Millisecond
+
 // ReaperName is the workspace reaper's binary, installed next to the shim.
 const ReaperName = "sandbox-reaper"
 
@@ -73,6 +77,10 @@ type Sandbox struct {
 	ws      *libcontainer.Container
 	wsInit  *process.Process
 	wsErr   error
+
+	// buildNow starts the workspace build without its delay.
+	buildNow  chan struct{}
+	buildOnce sync.Once
 
 	// Pre-built execs (see pool.go), refilled until stopping is closed.
 	pool     []*pooled
@@ -222,6 +230,7 @@ func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Proc
 		cp: c, onExit: onExit,
 		wsReady:     make(chan struct{}),
 		poolWake:    make(chan struct{}, 1),
+		buildNow:    make(chan struct{}),
 		stopping:    make(chan struct{}),
 		execs:       map[string]*process.Process{},
 		execCleanup: map[string]func(){},
@@ -322,9 +331,19 @@ func (sb *Sandbox) Start(ctx context.Context) error {
 		return fmt.Errorf("sandbox %s: start: %w", sb.ID, err)
 	}
 	sb.started = true
-	// The workspace builds while the control plane boots: Start's latency
-	// stays the control plane's, and the first exec waits for it.
-	go sb.buildWorkspace(net, uts)
+	// The workspace builds while the control plane boots, so Start's
+	// latency stays the control plane's and the first exec waits for it. It
+	// starts a moment later (or at once for an exec): a one-shot task that
+	// is already gone by then needs none, and building one only to tear it
+	// down would slow every short-lived task.
+	go func() {
+		select {
+		case <-time.After(workspaceBuildDelay):
+		case <-sb.buildNow:
+		case <-sb.stopping:
+		}
+		sb.buildWorkspace(net, uts)
+	}()
 	return nil
 }
 
@@ -471,6 +490,7 @@ func (sb *Sandbox) StartExec(ctx context.Context, execID string) (*process.Proce
 	if err := p.Claim(); err != nil {
 		return fail(errdefs.ErrFailedPrecondition, err)
 	}
+	sb.buildOnce.Do(func() { close(sb.buildNow) })
 	ws, err := sb.workspace(ctx)
 	if err != nil {
 		p.Abandon()

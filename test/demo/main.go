@@ -160,7 +160,14 @@ func run() error {
 }
 
 func checkControlPlane(pid int) error {
-	body, err := harness.HTTPGet(pid, port, "/", 3*time.Second)
+	// Right after Start the server may not be listening yet.
+	var body string
+	var err error
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if body, err = harness.HTTPGet(pid, port, "/", 3*time.Second); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("[outside] control plane does not answer: %w", err)
 	}
