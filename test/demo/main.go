@@ -97,7 +97,13 @@ func run() error {
 		case <-time.After(30 * time.Second):
 			return out.String(), fmt.Errorf("%s: timed out", title)
 		}
-		// Delete waits for the output to drain.
+		// As ctr does: the output first, then Delete (which cancels the readers).
+		drained := make(chan struct{})
+		go func() { p.IO().Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(5 * time.Second): // a background child still holds the output
+		}
 		if _, err := p.Delete(ctx); err != nil {
 			return out.String(), err
 		}
@@ -139,7 +145,7 @@ func run() error {
 		return err
 	}
 	fmt.Println("  a fork bomb for 3 seconds (the workspace's pids limit stops it):")
-	if _, err := exec("fork bomb", "sh", "-c", "b(){ b|b& }; b 2>/dev/null & sleep 3; echo fork bomb ran"); err != nil {
+	if _, err := exec("fork bomb", "sh", "-c", "b(){ b|b& }; b >/dev/null 2>&1 & sleep 3; echo fork bomb ran"); err != nil {
 		return err
 	}
 	start := time.Now()
