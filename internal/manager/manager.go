@@ -123,6 +123,9 @@ func (m manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *b
 		}
 	}()
 	cmd := exec.Command(self, args...)
+	// libcontainer names its init after our argv[0], and user code sees that
+	// init while it sets up an exec: no host path in it.
+	cmd.Args[0] = filepath.Base(self)
 	cmd.Dir = cwd
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

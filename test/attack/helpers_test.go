@@ -44,7 +44,7 @@ const (
 // init (the shim binary) while it sets one up.
 func workspaceMachinery(cmdline string) bool {
 	return strings.HasPrefix(cmdline, reaperCmdline+" --wait-exec ") ||
-		(strings.HasSuffix(cmdline, "/containerd-shim-sandbox-v1 init"))
+		cmdline == "containerd-shim-sandbox-v1 init" // no host path
 }
 
 // controlPlaneArgs is the task's init: the control plane.
