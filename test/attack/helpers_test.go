@@ -311,15 +311,7 @@ func (pr *proc) wait(timeout time.Duration) (execResult, error) {
 			fmt.Errorf("exec did not exit within %v (pid %d: %q, wchan %q, cmdline %q)", timeout, pid, state, wchan, procCmdline(pid))
 	}
 	dur := time.Since(pr.begin)
-	// As ctr does: let the output reach us before Delete cancels the readers.
-	if pio := pr.p.IO(); pio != nil {
-		drained := make(chan struct{})
-		go func() { pio.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(5 * time.Second):
-		}
-	}
+	harness.DrainIO(pr.p, 5*time.Second)
 	if err := pr.remove(); err != nil {
 		return execResult{}, err
 	}

@@ -98,12 +98,7 @@ func run() error {
 			return out.String(), fmt.Errorf("%s: timed out", title)
 		}
 		// As ctr does: the output first, then Delete (which cancels the readers).
-		drained := make(chan struct{})
-		go func() { p.IO().Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(5 * time.Second): // a background child still holds the output
-		}
+		harness.DrainIO(p, 5*time.Second)
 		if _, err := p.Delete(ctx); err != nil {
 			return out.String(), err
 		}

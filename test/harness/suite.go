@@ -145,3 +145,22 @@ func (b *SyncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// DrainIO waits, at most timeout, for p's output to reach the client, as
+// ctr does before Delete: the client's Delete cancels its FIFO readers at
+// once, dropping what they have not read yet.
+func DrainIO(p client.Process, timeout time.Duration) {
+	pio := p.IO()
+	if pio == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		pio.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	}
+}

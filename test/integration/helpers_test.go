@@ -233,7 +233,7 @@ func deleteProcess(t *testing.T, ctx context.Context, p client.Process) *client.
 	}
 	done := make(chan result, 1)
 	go func() {
-		drainIO(p)
+		harness.DrainIO(p, 5*time.Second)
 		st, err := p.Delete(ctx)
 		done <- result{st, err}
 	}()
@@ -247,25 +247,6 @@ func deleteProcess(t *testing.T, ctx context.Context, p client.Process) *client.
 		t.Fatalf("delete %s did not return within %v (stdio not closed?)", p.ID(), stepTimeout)
 	}
 	return nil
-}
-
-// drainIO waits (a bounded time) for the process' output to reach the
-// client, as ctr does before Delete: the client's Delete cancels its FIFO
-// readers at once, dropping what they have not read yet.
-func drainIO(p client.Process) {
-	pio := p.IO()
-	if pio == nil {
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		pio.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-	}
 }
 
 // taskStatus returns the task's status or fails.
