@@ -246,8 +246,6 @@ func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Proc
 	return sb, nil
 }
 
-// Settings are the sandbox's parsed annotations.
-func (sb *Sandbox) Settings() spec.Settings { return sb.settings }
 
 // initExited runs when the control plane's init exits: the sandbox lives
 // as long as its control plane, so the workspace goes with it, and its
@@ -697,9 +695,6 @@ func (sb *Sandbox) readyWorkspace() *libcontainer.Container {
 	}
 }
 
-// CgroupPath is the sandbox cgroup (both leaves below it): stats and OOM
-// notifications are read there.
-func (sb *Sandbox) CgroupPath() string { return sb.paths.Sandbox }
 
 // Delete tears the sandbox down. The init must have exited, or never been
 // started.
