@@ -246,7 +246,6 @@ func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Proc
 	return sb, nil
 }
 
-
 // initExited runs when the control plane's init exits: the sandbox lives
 // as long as its control plane, so the workspace goes with it, and its
 // execs' exits are reported before the init's, as containerd expects.
@@ -694,7 +693,6 @@ func (sb *Sandbox) readyWorkspace() *libcontainer.Container {
 		return nil
 	}
 }
-
 
 // Delete tears the sandbox down. The init must have exited, or never been
 // started.
