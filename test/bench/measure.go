@@ -64,7 +64,7 @@ func (b *bench) interleave(ctx context.Context, f func(k int, run string) (time.
 func (b *bench) startLatency(ctx context.Context) ([2][]time.Duration, error) {
 	return b.interleave(ctx, func(k int, run string) (time.Duration, error) {
 		id := fmt.Sprintf("bench-start-r%d-%s", k, run)
-		return b.ctr(ctx, "run", "--rm", "--runtime", b.cfg.runtimes[k], harness.Image, id, "/bin/true")
+		return b.ctr(ctx, "run", "--rm", "--fifo-dir", b.d.FIFODir(), "--runtime", b.cfg.runtimes[k], harness.Image, id, "/bin/true")
 	})
 }
 
@@ -77,7 +77,7 @@ func (b *bench) execLatency(ctx context.Context) ([2][]time.Duration, error) {
 		}
 	}
 	samples, err := b.interleave(ctx, func(k int, run string) (time.Duration, error) {
-		return b.ctr(ctx, "task", "exec", "--exec-id", "e"+run, ids[k], "/bin/true")
+		return b.ctr(ctx, "task", "exec", "--fifo-dir", b.d.FIFODir(), "--exec-id", "e"+run, ids[k], "/bin/true")
 	})
 	if err != nil {
 		return samples, err
@@ -119,7 +119,7 @@ func (b *bench) idleMemory(ctx context.Context) ([2]memory, error) {
 
 // runIdle starts a detached container that just sleeps.
 func (b *bench) runIdle(ctx context.Context, runtime, id string) error {
-	_, err := b.ctr(ctx, "run", "-d", "--runtime", runtime, harness.Image, id, "sleep", "3600")
+	_, err := b.ctr(ctx, "run", "-d", "--fifo-dir", b.d.FIFODir(), "--runtime", runtime, harness.Image, id, "sleep", "3600")
 	return err
 }
 

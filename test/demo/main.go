@@ -80,7 +80,7 @@ func run() error {
 		ps := *spec.Process
 		ps.Args = args
 		ps.Terminal = false
-		p, err := task.Exec(ctx, fmt.Sprintf("demo-%d", n), &ps, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
+		p, err := task.Exec(ctx, fmt.Sprintf("demo-%d", n), &ps, cio.NewCreator(cio.WithStreams(nil, &out, &out), cio.WithFIFODir(d.FIFODir())))
 		if err != nil {
 			return "", err
 		}
