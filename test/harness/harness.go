@@ -427,6 +427,10 @@ func (d *Daemon) Stop() error {
 		if err := os.RemoveAll(filepath.Join(runcRoot, d.Namespace)); err != nil {
 			errs = append(errs, fmt.Errorf("remove runc state: %w", err))
 		}
+		// And its parents, unless something else (another daemon) uses them:
+		// Remove fails on a directory that is not empty.
+		_ = os.Remove(runcRoot)
+		_ = os.Remove(filepath.Dir(runcRoot))
 	}
 	if d.Dir != "" {
 		if err := os.RemoveAll(d.Dir); err != nil {
