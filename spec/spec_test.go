@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -236,13 +237,19 @@ func TestWorkspaceProcessForcesIdentity(t *testing.T) {
 	if lp.NoNewPrivileges == nil || !*lp.NoNewPrivileges {
 		t.Error("no_new_privs not forced")
 	}
-	var core, nofile bool
-	for _, r := range lp.Rlimits {
-		core = core || (r.Type == 4 && r.Hard == 0)
-		nofile = nofile || (r.Type == 7 && r.Hard == 10)
+	checkRlimits(t, lp.Rlimits, 10)
+}
+
+// checkRlimits wants a hard RLIMIT_CORE of 0 and RLIMIT_NOFILE kept at nofile.
+func checkRlimits(t *testing.T, rls []configs.Rlimit, nofile uint64) {
+	t.Helper()
+	var core, nf bool
+	for _, r := range rls {
+		core = core || (r.Type == unix.RLIMIT_CORE && r.Hard == 0 && r.Soft == 0)
+		nf = nf || (r.Type == unix.RLIMIT_NOFILE && r.Hard == nofile)
 	}
-	if !core || !nofile {
-		t.Errorf("rlimits %+v", lp.Rlimits)
+	if !core || !nf {
+		t.Errorf("rlimits %+v: want core 0 and nofile %d", rls, nofile)
 	}
 }
 
@@ -453,14 +460,7 @@ func TestWaiterProcess(t *testing.T) {
 	if lp.NoNewPrivileges == nil || !*lp.NoNewPrivileges {
 		t.Error("no_new_privs not set")
 	}
-	var core, nofile bool
-	for _, r := range lp.Rlimits {
-		core = core || (r.Type == 4 && r.Hard == 0)
-		nofile = nofile || (r.Type == 7 && r.Hard == 1024)
-	}
-	if !core || !nofile {
-		t.Errorf("rlimits %+v", lp.Rlimits)
-	}
+	checkRlimits(t, lp.Rlimits, 1024)
 	if ReaperUID(Settings{UID: 65534, GID: 65534}) == 65534 {
 		t.Error("reaper shares the workspace's uid")
 	}
