@@ -65,11 +65,7 @@ func cleanupCtx() (context.Context, context.CancelFunc) {
 var seq atomic.Int64
 
 func ioCreator(stdout, stderr io.Writer, tty bool) cio.Creator {
-	opts := []cio.Opt{cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(d.FIFODir())}
-	if tty {
-		opts = append(opts, cio.WithTerminal)
-	}
-	return cio.NewCreator(opts...)
+	return d.IO(nil, stdout, stderr, tty)
 }
 
 // sandbox is one task of io.sandbox.v1 whose init is the control plane.

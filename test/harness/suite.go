@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -163,4 +165,14 @@ func DrainIO(p client.Process, timeout time.Duration) {
 	case <-done:
 	case <-time.After(timeout):
 	}
+}
+
+// IO is a cio.Creator for a task or exec with these streams, its FIFOs in
+// the daemon's private dir.
+func (d *Daemon) IO(stdin io.Reader, stdout, stderr io.Writer, tty bool) cio.Creator {
+	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(d.FIFODir())}
+	if tty {
+		opts = append(opts, cio.WithTerminal)
+	}
+	return cio.NewCreator(opts...)
 }

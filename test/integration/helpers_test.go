@@ -112,11 +112,7 @@ func poll(timeout time.Duration, f func() bool) bool {
 
 // ioCreator returns a cio.Creator with the FIFOs in the daemon's private dir.
 func ioCreator(stdin io.Reader, stdout, stderr io.Writer, tty bool) cio.Creator {
-	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(d.FIFODir())}
-	if tty {
-		opts = append(opts, cio.WithTerminal)
-	}
-	return cio.NewCreator(opts...)
+	return d.IO(stdin, stdout, stderr, tty)
 }
 
 // nullIO discards the process's output.
