@@ -594,19 +594,6 @@ func (sb *Sandbox) ExecIDs() map[int]string {
 	return m
 }
 
-// containers lists the sandbox's live libcontainer containers.
-func (sb *Sandbox) containers() []*libcontainer.Container {
-	cs := []*libcontainer.Container{sb.cp}
-	select {
-	case <-sb.wsReady:
-		if sb.ws != nil {
-			cs = append(cs, sb.ws)
-		}
-	default:
-	}
-	return cs
-}
-
 // Pause freezes the whole sandbox.
 func (sb *Sandbox) Pause() error {
 	if !sb.Started() {
