@@ -10,25 +10,12 @@ import (
 
 	"github.com/docker/go-units"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
 
-// Annotations that configure a sandbox.
-const (
-	AnnotationUser        = "io.sandbox.user"
-	AnnotationPidsLimit   = "io.sandbox.user.pids-limit"
-	AnnotationMemoryLimit = "io.sandbox.user.memory-limit"
-	// AnnotationEnv names env keys (comma-separated) an exec may inherit
-	// from the control plane's env; the rest of that env is dropped.
-	AnnotationEnv = "io.sandbox.user.env"
-	// AnnotationMounts names bundle mount destinations (comma-separated,
-	// absolute) the workspace keeps besides the kernel filesystems.
-	AnnotationMounts = "io.sandbox.user.mounts"
+	"github.com/sandbox-shim/sandbox-shim/api"
 )
 
 // Defaults for the workspace.
 const (
-	DefaultUID       = 1000
-	DefaultGID       = 1000
 	DefaultPidsLimit = 1024
 	// minPidsLimit: the reaper is one of them; anything below a handful
 	// cannot run a shell.
@@ -43,6 +30,8 @@ type Settings struct {
 	UID, GID uint32
 	// UserFromAnnotation tells whether io.sandbox.user chose the user.
 	UserFromAnnotation bool
+	// GroupFromUID tells that the image user's gid was 0 and GID is its uid.
+	GroupFromUID bool
 	// PidsLimit caps the workspace's processes.
 	PidsLimit int64
 	// MemoryLimit caps the workspace's memory, in bytes; 0 is unlimited.
@@ -86,16 +75,22 @@ func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 	if s.Process != nil {
 		st.ControlUID = s.Process.User.UID
 	}
-	if v, ok := ann[AnnotationUser]; ok {
+	if v, ok := ann[api.AnnotationUser]; ok {
 		uid, gid, err := parseUser(v)
 		if err != nil {
-			return Settings{}, &AnnotationError{AnnotationUser, v, err.Error()}
+			return Settings{}, &AnnotationError{api.AnnotationUser, v, err.Error()}
 		}
 		st.UID, st.GID, st.UserFromAnnotation = uid, gid, true
 	} else if s.Process != nil && s.Process.User.UID != 0 {
 		st.UID, st.GID = s.Process.User.UID, s.Process.User.GID
+		if st.GID == 0 {
+			// An image USER 1001 (or a pod runAsUser without runAsGroup)
+			// gives gid 0: user code never gets root's group, so it gets a
+			// group of its own, numbered like its uid.
+			st.GID, st.GroupFromUID = st.UID, true
+		}
 	} else {
-		st.UID, st.GID = DefaultUID, DefaultGID
+		st.UID, st.GID = api.DefaultUID, api.DefaultGID
 	}
 	if _, ok := reaperUID(st); !ok {
 		return Settings{}, fmt.Errorf("no uid left for the workspace reaper: %v are all taken by the workspace user %d:%d or the control plane's uid %d",
@@ -107,16 +102,16 @@ func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 		return Settings{}, fmt.Errorf("sandbox pids limit %d leaves the workspace fewer than %d pids after the control plane's reserve of %d",
 			sandboxPids, minPidsLimit, reserve)
 	}
-	if v, ok := ann[AnnotationPidsLimit]; ok {
+	if v, ok := ann[api.AnnotationPidsLimit]; ok {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		if err != nil || n < 1 {
-			return Settings{}, &AnnotationError{AnnotationPidsLimit, v, "want a positive integer"}
+			return Settings{}, &AnnotationError{api.AnnotationPidsLimit, v, "want a positive integer"}
 		}
 		if n < minPidsLimit {
-			return Settings{}, &AnnotationError{AnnotationPidsLimit, v, fmt.Sprintf("must be at least %d", minPidsLimit)}
+			return Settings{}, &AnnotationError{api.AnnotationPidsLimit, v, fmt.Sprintf("must be at least %d", minPidsLimit)}
 		}
 		if sandboxPids > 0 && n > wsPids {
-			return Settings{}, &AnnotationError{AnnotationPidsLimit, v, fmt.Sprintf(
+			return Settings{}, &AnnotationError{api.AnnotationPidsLimit, v, fmt.Sprintf(
 				"exceeds %d, what the sandbox pids limit of %d leaves after the control plane's reserve of %d", wsPids, sandboxPids, reserve)}
 		}
 		st.PidsLimit = n
@@ -124,37 +119,37 @@ func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 		st.PidsLimit = min(DefaultPidsLimit, wsPids)
 	}
 	sandboxLimit := SandboxMemoryLimit(s)
-	if v, ok := ann[AnnotationMemoryLimit]; ok {
+	if v, ok := ann[api.AnnotationMemoryLimit]; ok {
 		n, err := units.RAMInBytes(strings.TrimSpace(v))
 		if err != nil || n <= 0 {
-			return Settings{}, &AnnotationError{AnnotationMemoryLimit, v, "want a size in bytes, e.g. 536870912 or 512m"}
+			return Settings{}, &AnnotationError{api.AnnotationMemoryLimit, v, "want a size in bytes, e.g. 536870912 or 512m"}
 		}
 		if n < minMemoryLimit {
-			return Settings{}, &AnnotationError{AnnotationMemoryLimit, v, "must be at least 4 MiB"}
+			return Settings{}, &AnnotationError{api.AnnotationMemoryLimit, v, "must be at least 4 MiB"}
 		}
 		if sandboxLimit > 0 && n > sandboxLimit {
-			return Settings{}, &AnnotationError{AnnotationMemoryLimit, v, fmt.Sprintf("exceeds the sandbox memory limit of %d bytes", sandboxLimit)}
+			return Settings{}, &AnnotationError{api.AnnotationMemoryLimit, v, fmt.Sprintf("exceeds the sandbox memory limit of %d bytes", sandboxLimit)}
 		}
 		st.MemoryLimit, st.MemoryFromAnnotation = n, true
 	} else {
 		st.MemoryLimit = DefaultWorkspaceMemory(sandboxLimit)
 	}
-	if v, ok := ann[AnnotationEnv]; ok {
+	if v, ok := ann[api.AnnotationEnv]; ok {
 		for _, k := range splitList(v) {
 			if !envName.MatchString(k) {
-				return Settings{}, &AnnotationError{AnnotationEnv, v, fmt.Sprintf("%q is not an env name (want comma-separated names like API_URL)", k)}
+				return Settings{}, &AnnotationError{api.AnnotationEnv, v, fmt.Sprintf("%q is not an env name (want comma-separated names like API_URL)", k)}
 			}
 			st.UserEnv = append(st.UserEnv, k)
 		}
 	}
-	if v, ok := ann[AnnotationMounts]; ok {
+	if v, ok := ann[api.AnnotationMounts]; ok {
 		for _, d := range splitList(v) {
 			if !path.IsAbs(d) {
-				return Settings{}, &AnnotationError{AnnotationMounts, v, fmt.Sprintf("%q is not an absolute path (want comma-separated mount destinations)", d)}
+				return Settings{}, &AnnotationError{api.AnnotationMounts, v, fmt.Sprintf("%q is not an absolute path (want comma-separated mount destinations)", d)}
 			}
 			d = path.Clean(d)
 			if !slices.ContainsFunc(s.Mounts, func(m specs.Mount) bool { return path.Clean(m.Destination) == d }) {
-				return Settings{}, &AnnotationError{AnnotationMounts, v, fmt.Sprintf("%q is not a mount of the bundle", d)}
+				return Settings{}, &AnnotationError{api.AnnotationMounts, v, fmt.Sprintf("%q is not a mount of the bundle", d)}
 			}
 			st.UserMounts = append(st.UserMounts, d)
 		}

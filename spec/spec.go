@@ -15,10 +15,47 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ControlPlane returns the libcontainer config for the task's init container,
-// built like runc would build it from the bundle. bundle makes a relative
-// root path absolute (specconv would otherwise resolve it against the cwd).
-func ControlPlane(id, bundle string, s *specs.Spec) (*configs.Config, error) {
+// ControlPlaneConfig is what Create builds the control plane from.
+type ControlPlaneConfig struct {
+	// Container is the init's container, placed in the control leaf of the
+	// sandbox cgroup with the bundle's device rules only.
+	Container *configs.Config
+	// SandboxResources are the bundle's limits: they go on the sandbox
+	// cgroup, the parent of both leaves, so the whole sandbox shares them.
+	SandboxResources *configs.Resources
+	// Init is the task's init process.
+	Init *libcontainer.Process
+}
+
+// ControlPlane converts the bundle once into the control plane's container
+// and init, built as runc would build them, with the cgroup split described
+// on ControlPlaneConfig. bundle makes a relative root path absolute.
+func ControlPlane(id, bundle string, s *specs.Spec, paths CgroupPaths) (ControlPlaneConfig, error) {
+	cfg, err := convert(id, bundle, s)
+	if err != nil {
+		return ControlPlaneConfig{}, err
+	}
+	// The workspace is built from the same bundle after Start, and cannot
+	// be with a user namespace: refuse now, not at the first exec.
+	if hasNamespace(s, specs.UserNamespace) {
+		return ControlPlaneConfig{}, errUserNamespace
+	}
+	init, err := Process(s.Process)
+	if err != nil {
+		return ControlPlaneConfig{}, err
+	}
+	init.Init = true
+	res := cfg.Cgroups.Resources
+	leaf := *cfg.Cgroups
+	// A cgroupfs path, not a name/parent pair: Cgroups validated it.
+	leaf.Name, leaf.Parent, leaf.Path = "", "", paths.Control
+	leaf.Resources = &configs.Resources{Devices: res.Devices, SkipDevices: res.SkipDevices}
+	cfg.Cgroups = &leaf
+	return ControlPlaneConfig{Container: cfg, SandboxResources: res, Init: init}, nil
+}
+
+// convert builds a libcontainer config from a spec as runc does.
+func convert(id, bundle string, s *specs.Spec) (*configs.Config, error) {
 	if s == nil {
 		return nil, errors.New("bundle has no spec")
 	}
@@ -95,7 +132,7 @@ func Process(p *specs.Process) (*libcontainer.Process, error) {
 		lp.AdditionalGroups = append(lp.AdditionalGroups, int(g))
 	}
 	for _, r := range p.Rlimits {
-		rl, err := Rlimit(r)
+		rl, err := convertRlimit(r)
 		if err != nil {
 			return nil, err
 		}
@@ -128,8 +165,8 @@ var rlimits = map[string]int{
 	"RLIMIT_RTTIME":     unix.RLIMIT_RTTIME,
 }
 
-// Rlimit converts one OCI rlimit.
-func Rlimit(r specs.POSIXRlimit) (configs.Rlimit, error) {
+// convertRlimit converts one OCI rlimit.
+func convertRlimit(r specs.POSIXRlimit) (configs.Rlimit, error) {
 	t, ok := rlimits[r.Type]
 	if !ok {
 		return configs.Rlimit{}, fmt.Errorf("unknown rlimit type %q", r.Type)

@@ -2,6 +2,8 @@ package spec
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"maps"
@@ -16,6 +18,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/sandbox-shim/api"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -73,15 +77,32 @@ func TestWorkspaceSpecGolden(t *testing.T) {
 	golden(t, "workspace.golden.json", w)
 }
 
-func TestControlPlaneSpecGolden(t *testing.T) {
+var testPaths = CgroupPaths{Sandbox: "/default/sb1", Control: "/default/sb1/control", User: "/default/sb1/user"}
+
+func TestControlPlaneGolden(t *testing.T) {
 	s := bundle(t)
-	c, err := ControlPlaneSpec(s, "/default/sb1/control")
+	before := s.Linux.CgroupsPath
+	c, err := ControlPlane("sb1", "/bundle", s, testPaths)
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "controlplane.golden.json", c)
-	if s.Linux.CgroupsPath == c.Linux.CgroupsPath {
-		t.Error("ControlPlaneSpec modified its input")
+	golden(t, "controlplane.golden.json", c.Container)
+	if s.Linux.CgroupsPath != before {
+		t.Error("ControlPlane modified its input")
+	}
+	// The split the sandbox rests on: the bundle's limits on the sandbox
+	// cgroup, the init in the control leaf with device rules only.
+	if c.Container.Cgroups.Path != testPaths.Control {
+		t.Errorf("init cgroup %q, want %q", c.Container.Cgroups.Path, testPaths.Control)
+	}
+	if r := c.Container.Cgroups.Resources; r.Memory != 0 || r.PidsLimit != nil || r.CpuShares != 0 {
+		t.Errorf("control leaf carries limits: %+v", r)
+	}
+	if c.SandboxResources.Memory != *s.Linux.Resources.Memory.Limit {
+		t.Errorf("sandbox memory %d, want the bundle's %d", c.SandboxResources.Memory, *s.Linux.Resources.Memory.Limit)
+	}
+	if !c.Init.Init || !slices.Equal(c.Init.Args, s.Process.Args) {
+		t.Errorf("init process %+v", c.Init)
 	}
 }
 
@@ -104,6 +125,12 @@ func TestWorkspaceIsolation(t *testing.T) {
 	}
 	if ns[specs.NetworkNamespace] != "/proc/42/fd/7" || ns[specs.UTSNamespace] != "/proc/42/fd/8" {
 		t.Errorf("net/uts must join the control plane's: %v", ns)
+	}
+	// IPC sysctls apply to the workspace's own IPC namespace; network ones
+	// would rewrite the namespace it shares with the control plane.
+	wantSysctl := map[string]string{"kernel.shm_rmid_forced": "1", "kernel.msgmax": "16384", "fs.mqueue.msg_max": "20"}
+	if !maps.Equal(w.Linux.Sysctl, wantSysctl) {
+		t.Errorf("workspace sysctls %v, want %v", w.Linux.Sysctl, wantSysctl)
 	}
 	p := w.Process
 	if p.User.UID == 0 || p.User.GID == 0 {
@@ -218,26 +245,144 @@ func TestWorkspaceSeccompDenies(t *testing.T) {
 	}
 }
 
-func TestWorkspaceProcessForcesIdentity(t *testing.T) {
+// TestWorkspaceExecForcesIdentity checks what a waiter is actually sent:
+// whatever the exec spec asks, the workspace user with its supplementary
+// groups but 0, and no core dumps.
+func TestWorkspaceExecForcesIdentity(t *testing.T) {
 	st := Settings{UID: 1234, GID: 99}
-	lp, err := WorkspaceProcess(&specs.Process{
-		Args: []string{"sh"}, User: specs.User{UID: 0, GID: 0, AdditionalGids: []uint32{0, 10}},
+	req, err := WorkspaceExec(&specs.Process{
+		Args: []string{"sh"}, User: specs.User{UID: 0, GID: 0, AdditionalGids: []uint32{0, 10, 99, 10, 20}},
 		Capabilities: &specs.LinuxCapabilities{Bounding: []string{"CAP_SYS_ADMIN"}, Effective: []string{"CAP_SYS_ADMIN"}},
 		Rlimits:      []specs.POSIXRlimit{{Type: "RLIMIT_CORE", Hard: 1 << 30, Soft: 1 << 30}, {Type: "RLIMIT_NOFILE", Hard: 10, Soft: 10}},
 	}, nil, st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lp.UID != 1234 || lp.GID != 99 || len(lp.AdditionalGroups) != 0 {
-		t.Errorf("identity %d:%d %v", lp.UID, lp.GID, lp.AdditionalGroups)
+	want := Identity{UID: 1234, GID: 99, AdditionalGids: []uint32{10, 20}}
+	if !reflect.DeepEqual(req.Identity, want) {
+		t.Errorf("identity %+v, want %+v", req.Identity, want)
 	}
-	if lp.Capabilities == nil || len(lp.Capabilities.Bounding)+len(lp.Capabilities.Effective) != 0 {
-		t.Errorf("capabilities kept: %+v", lp.Capabilities)
+	b, err := req.Encode()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if lp.NoNewPrivileges == nil || !*lp.NoNewPrivileges {
-		t.Error("no_new_privs not forced")
+	h := decodeHeader(t, b)
+	if h.uid != 1234 || h.gid != 99 || !slices.Equal(h.groups, []uint32{10, 20}) {
+		t.Errorf("encoded identity %d:%d %v", h.uid, h.gid, h.groups)
 	}
-	checkRlimits(t, lp.Rlimits, 10)
+	checkRequestRlimits(t, h.rlimits, 10)
+}
+
+// header is the fixed part of an encoded request, read back as the reaper
+// reads it.
+type header struct {
+	version, flags       uint32
+	rows, cols           uint16
+	uid, gid             uint32
+	argc, envc, nrl, ngr uint32
+	rlimits              []Rlimit
+	groups               []uint32
+	strings              []string
+}
+
+func decodeHeader(t *testing.T, b []byte) header {
+	t.Helper()
+	if len(b) < 36 {
+		t.Fatalf("request of %d bytes", len(b))
+	}
+	u32 := func(off int) uint32 { return binary.NativeEndian.Uint32(b[off:]) }
+	h := header{version: u32(0), flags: u32(4), rows: binary.NativeEndian.Uint16(b[8:]), cols: binary.NativeEndian.Uint16(b[10:]),
+		uid: u32(12), gid: u32(16), argc: u32(20), envc: u32(24), nrl: u32(28), ngr: u32(32)}
+	off := 36
+	for i := 0; i < int(h.nrl); i++ {
+		h.rlimits = append(h.rlimits, Rlimit{Type: int(u32(off)), Soft: binary.NativeEndian.Uint64(b[off+8:]), Hard: binary.NativeEndian.Uint64(b[off+16:])})
+		off += 24
+	}
+	for i := 0; i < int(h.ngr); i++ {
+		h.groups = append(h.groups, u32(off))
+		off += 4
+	}
+	h.strings = strings.Split(strings.TrimSuffix(string(b[off:]), "\x00"), "\x00")
+	return h
+}
+
+// TestExecRequestGolden pins the request encoding, a C ABI shared with
+// libexec/reaper: a change here must be made there too.
+func TestExecRequestGolden(t *testing.T) {
+	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+		t.Skip("golden bytes are little-endian")
+	}
+	req := ExecRequest{
+		Args: []string{"sh", "-c", "id"}, Env: []string{"PATH=/bin", "A=1"}, Cwd: "/work",
+		Rlimits:  []Rlimit{{Type: unix.RLIMIT_NOFILE, Soft: 1024, Hard: 4096}, {Type: unix.RLIMIT_CORE}},
+		Identity: Identity{UID: 1000, GID: 1001, AdditionalGids: []uint32{2000, 3000}},
+		Terminal: true, ConsoleWidth: 80, ConsoleHeight: 24,
+	}
+	got, err := req.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("testdata", "execrequest.golden.hex")
+	hexdump := hex.Dump(got)
+	if *update {
+		if err := os.WriteFile(path, []byte(hexdump), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./spec -update to create it)", err)
+	}
+	if hexdump != string(want) {
+		t.Errorf("encoding differs from %s (a change of the reaper's ABI?):\n%s", path, hexdump)
+	}
+	h := decodeHeader(t, got)
+	if h.version != ExecRequestVersion || h.flags != 1 || h.rows != 24 || h.cols != 80 || h.argc != 3 || h.envc != 2 {
+		t.Errorf("header %+v", h)
+	}
+	if !slices.Equal(h.strings, []string{"/work", "sh", "-c", "id", "PATH=/bin", "A=1"}) {
+		t.Errorf("strings %q", h.strings)
+	}
+}
+
+// TestExecRequestRefuses: what no waiter may run is refused before one is
+// taken.
+func TestExecRequestRefuses(t *testing.T) {
+	ok := ExecRequest{Args: []string{"true"}, Identity: Identity{UID: 1000, GID: 1000}}
+	for name, mutate := range map[string]func(*ExecRequest){
+		"no args":      func(r *ExecRequest) { r.Args = nil },
+		"uid 0":        func(r *ExecRequest) { r.Identity.UID = 0 },
+		"gid 0":        func(r *ExecRequest) { r.Identity.GID = 0 },
+		"group 0":      func(r *ExecRequest) { r.Identity.AdditionalGids = []uint32{5, 0} },
+		"many groups":  func(r *ExecRequest) { r.Identity.AdditionalGids = make([]uint32, 65) },
+		"NUL in arg":   func(r *ExecRequest) { r.Args = []string{"a\x00b"} },
+		"NUL in env":   func(r *ExecRequest) { r.Env = []string{"A=\x00"} },
+		"NUL in cwd":   func(r *ExecRequest) { r.Cwd = "/\x00" },
+		"soft > hard":  func(r *ExecRequest) { r.Rlimits = []Rlimit{{Type: unix.RLIMIT_NOFILE, Soft: 2, Hard: 1}} },
+		"too large":    func(r *ExecRequest) { r.Env = []string{strings.Repeat("x", MaxExecRequest)} },
+		"many rlimits": func(r *ExecRequest) { r.Rlimits = make([]Rlimit, 65) },
+	} {
+		r := ok
+		r.Identity.AdditionalGids = nil
+		mutate(&r)
+		if _, err := r.Encode(); err == nil {
+			t.Errorf("%s: encoded", name)
+		}
+	}
+	if _, err := ok.Encode(); err != nil {
+		t.Fatalf("valid request refused: %v", err)
+	}
+}
+
+// checkRequestRlimits wants a hard RLIMIT_CORE of 0 and RLIMIT_NOFILE
+// kept at nofile.
+func checkRequestRlimits(t *testing.T, rls []Rlimit, nofile uint64) {
+	t.Helper()
+	var converted []configs.Rlimit
+	for _, r := range rls {
+		converted = append(converted, configs.Rlimit{Type: r.Type, Soft: r.Soft, Hard: r.Hard})
+	}
+	checkRlimits(t, converted, nofile)
 }
 
 // checkRlimits wants a hard RLIMIT_CORE of 0 and RLIMIT_NOFILE kept at nofile.
@@ -270,13 +415,13 @@ func TestParseSettings(t *testing.T) {
 	}{
 		{"defaults", withAnn(nil, 0, nil), Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
 		{"image user", withAnn(nil, 500, nil), Settings{UID: 500, GID: 500, PidsLimit: 1024, ControlUID: 500}},
-		{"annotation", withAnn(map[string]string{AnnotationUser: "2000:3000", AnnotationPidsLimit: "64", AnnotationMemoryLimit: "256m"}, 0, nil),
+		{"annotation", withAnn(map[string]string{api.AnnotationUser: "2000:3000", api.AnnotationPidsLimit: "64", api.AnnotationMemoryLimit: "256m"}, 0, nil),
 			Settings{UID: 2000, GID: 3000, UserFromAnnotation: true, PidsLimit: 64, MemoryLimit: 256 << 20, MemoryFromAnnotation: true}},
-		{"uid only", withAnn(map[string]string{AnnotationUser: "2000"}, 0, nil), Settings{UID: 2000, GID: 2000, UserFromAnnotation: true, PidsLimit: 1024}},
+		{"uid only", withAnn(map[string]string{api.AnnotationUser: "2000"}, 0, nil), Settings{UID: 2000, GID: 2000, UserFromAnnotation: true, PidsLimit: 1024}},
 		{"derived memory", withAnn(nil, 0, &gib), Settings{UID: 1000, GID: 1000, PidsLimit: 1024, MemoryLimit: gib - 256<<20}},
-		{"env and mounts", withAnn(map[string]string{AnnotationEnv: " API_URL, _x1 ,", AnnotationMounts: "/data, /etc/ssl/certs/"}, 0, nil),
+		{"env and mounts", withAnn(map[string]string{api.AnnotationEnv: " API_URL, _x1 ,", api.AnnotationMounts: "/data, /etc/ssl/certs/"}, 0, nil),
 			Settings{UID: 1000, GID: 1000, PidsLimit: 1024, UserEnv: []string{"API_URL", "_x1"}, UserMounts: []string{"/data", "/etc/ssl/certs"}}},
-		{"empty lists", withAnn(map[string]string{AnnotationEnv: "", AnnotationMounts: " "}, 0, nil), Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
+		{"empty lists", withAnn(map[string]string{api.AnnotationEnv: "", api.AnnotationMounts: " "}, 0, nil), Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
 	}
 	for _, c := range ok {
 		got, err := ParseSettings(c.s, Limits{})
@@ -285,13 +430,13 @@ func TestParseSettings(t *testing.T) {
 		}
 	}
 	bad := []struct{ key, val string }{
-		{AnnotationUser, "root"}, {AnnotationUser, "0"}, {AnnotationUser, "0:0"}, {AnnotationUser, "1000:0"},
-		{AnnotationUser, "-5"}, {AnnotationUser, "1000:x"}, {AnnotationUser, ""},
-		{AnnotationPidsLimit, "abc"}, {AnnotationPidsLimit, "0"}, {AnnotationPidsLimit, "-1"}, {AnnotationPidsLimit, "3"},
-		{AnnotationMemoryLimit, "lots"}, {AnnotationMemoryLimit, "-1"}, {AnnotationMemoryLimit, "1k"}, {AnnotationMemoryLimit, "2g"},
-		{AnnotationEnv, "1ABC"}, {AnnotationEnv, "A-B"}, {AnnotationEnv, "OK,A=B"}, {AnnotationEnv, "LC_*"}, {AnnotationEnv, "A B"},
-		{AnnotationMounts, "data"}, {AnnotationMounts, "/data,relative"}, {AnnotationMounts, "/not-mounted"},
-		{AnnotationMounts, "/data,/data/sub"}, {AnnotationMounts, "~/x"},
+		{api.AnnotationUser, "root"}, {api.AnnotationUser, "0"}, {api.AnnotationUser, "0:0"}, {api.AnnotationUser, "1000:0"},
+		{api.AnnotationUser, "-5"}, {api.AnnotationUser, "1000:x"}, {api.AnnotationUser, ""},
+		{api.AnnotationPidsLimit, "abc"}, {api.AnnotationPidsLimit, "0"}, {api.AnnotationPidsLimit, "-1"}, {api.AnnotationPidsLimit, "3"},
+		{api.AnnotationMemoryLimit, "lots"}, {api.AnnotationMemoryLimit, "-1"}, {api.AnnotationMemoryLimit, "1k"}, {api.AnnotationMemoryLimit, "2g"},
+		{api.AnnotationEnv, "1ABC"}, {api.AnnotationEnv, "A-B"}, {api.AnnotationEnv, "OK,A=B"}, {api.AnnotationEnv, "LC_*"}, {api.AnnotationEnv, "A B"},
+		{api.AnnotationMounts, "data"}, {api.AnnotationMounts, "/data,relative"}, {api.AnnotationMounts, "/not-mounted"},
+		{api.AnnotationMounts, "/data,/data/sub"}, {api.AnnotationMounts, "~/x"},
 	}
 	for _, c := range bad {
 		_, err := ParseSettings(withAnn(map[string]string{c.key: c.val}, 0, &gib), Limits{})
@@ -315,7 +460,7 @@ func TestParseSettingsPids(t *testing.T) {
 			s.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &bundle}}
 		}
 		if ann != "" {
-			s.Annotations = map[string]string{AnnotationPidsLimit: ann}
+			s.Annotations = map[string]string{api.AnnotationPidsLimit: ann}
 		}
 		return s
 	}
@@ -340,8 +485,8 @@ func TestParseSettingsPids(t *testing.T) {
 		{name: "annotation within", bundle: 64, ann: "48", want: 48},
 		{name: "annotation below", bundle: 64, ann: "20", want: 20},
 		{name: "annotation without limit", ann: "5000", want: 5000},
-		{name: "annotation above", bundle: 64, ann: "49", errWords: []string{AnnotationPidsLimit, `"49"`, "64", "48"}},
-		{name: "annotation above ancestor", ancestor: 64, ann: "1024", errWords: []string{AnnotationPidsLimit, `"1024"`, "64"}},
+		{name: "annotation above", bundle: 64, ann: "49", errWords: []string{api.AnnotationPidsLimit, `"49"`, "64", "48"}},
+		{name: "annotation above ancestor", ancestor: 64, ann: "1024", errWords: []string{api.AnnotationPidsLimit, `"1024"`, "64"}},
 		{name: "bundle too small", bundle: 11, errWords: []string{"pids limit 11", "8"}},
 		{name: "ancestor too small", bundle: 1000, ancestor: 10, errWords: []string{"pids limit 10"}},
 		{name: "too small with annotation", bundle: 11, ann: "8", errWords: []string{"pids limit 11"}},
@@ -399,10 +544,12 @@ func TestControlPlaneRejectsMalformed(t *testing.T) {
 		"no process": {Root: &specs.Root{Path: "rootfs"}, Linux: &specs.Linux{}},
 		"no args":    {Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{}, Linux: &specs.Linux{}},
 		"no linux":   {Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{Args: []string{"x"}}},
+		"user namespace": {Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{Args: []string{"x"}},
+			Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.UserNamespace}}}},
 		"relative mount": {Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{Args: []string{"x"}}, Linux: &specs.Linux{},
 			Mounts: []specs.Mount{{Destination: "relative/path", Type: "tmpfs", Source: "tmpfs"}}},
 	} {
-		if _, err := ControlPlane("id", "/bundle", s); err == nil {
+		if _, err := ControlPlane("id", "/bundle", s, testPaths); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -447,7 +594,8 @@ func TestWaiterProcess(t *testing.T) {
 	if lp.UID != 65534 || lp.GID != 65534 {
 		t.Errorf("waiter runs as %d:%d, want the reaper's uid", lp.UID, lp.GID)
 	}
-	if got := strings.Join(lp.Args, " "); got != ReaperPath+" "+WaiterArg+" 1000 1000" {
+	// The identity is the request's, never the waiter's argv.
+	if got := strings.Join(lp.Args, " "); got != ReaperPath+" "+WaiterArg {
 		t.Errorf("args %q", got)
 	}
 	want := []string{"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
@@ -498,11 +646,11 @@ func TestWorkspaceProcessEnv(t *testing.T) {
 		if c.base != nil || c.noBase {
 			b = c.base
 		}
-		lp, err := WorkspaceProcess(&specs.Process{Args: []string{"sh"}, Env: c.env}, b, Settings{UID: 1000, GID: 1000, UserEnv: c.allowed})
+		req, err := WorkspaceExec(&specs.Process{Args: []string{"sh"}, Env: c.env}, b, Settings{UID: 1000, GID: 1000, UserEnv: c.allowed})
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		if got := lp.Env; !slices.Equal(got, c.want) && !(len(got) == 0 && len(c.want) == 0) {
+		if got := req.Env; !slices.Equal(got, c.want) && !(len(got) == 0 && len(c.want) == 0) {
 			t.Errorf("%s: env %q, want %q", c.name, got, c.want)
 		}
 	}
@@ -614,7 +762,7 @@ func TestReaperUID(t *testing.T) {
 			t.Errorf("ReaperUID(ws %d:%d, control %d) = %d, want %d", c.uid, c.gid, c.control, got, c.want)
 		}
 	}
-	s := &specs.Spec{Annotations: map[string]string{AnnotationUser: "65534:65533"}, Process: &specs.Process{User: specs.User{UID: 65532}}}
+	s := &specs.Spec{Annotations: map[string]string{api.AnnotationUser: "65534:65533"}, Process: &specs.Process{User: specs.User{UID: 65532}}}
 	_, err := ParseSettings(s, Limits{})
 	if err == nil || !strings.Contains(err.Error(), "reaper") {
 		t.Errorf("no free reaper uid accepted: %v", err)

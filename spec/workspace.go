@@ -14,6 +14,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
+var errUserNamespace = errors.New("user namespaces in the bundle are not supported by io.sandbox.v1")
+
 // ReaperPath is where the workspace's pid 1 is bind-mounted. It sits on the
 // container's own /dev tmpfs, so nothing is written into the shared rootfs.
 const ReaperPath = "/dev/.sandbox-reaper"
@@ -106,10 +108,8 @@ func WorkspaceSpec(s *specs.Spec, o WorkspaceOptions) (*specs.Spec, error) {
 	if w.Linux == nil {
 		return nil, errors.New("bundle spec has no linux section")
 	}
-	for _, ns := range w.Linux.Namespaces {
-		if ns.Type == specs.UserNamespace {
-			return nil, errors.New("user namespaces in the bundle are not supported by io.sandbox.v1")
-		}
+	if hasNamespace(s, specs.UserNamespace) {
+		return nil, errUserNamespace
 	}
 	// Identity: never root, nothing to escalate with.
 	w.Process = &specs.Process{
@@ -138,8 +138,10 @@ func WorkspaceSpec(s *specs.Spec, o WorkspaceOptions) (*specs.Spec, error) {
 	if hasNamespace(s, specs.CgroupNamespace) {
 		w.Linux.Namespaces = append(w.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	}
-	// Network sysctls would rewrite the shared namespace.
-	w.Linux.Sysctl = nil
+	// IPC sysctls touch the workspace's own IPC namespace only; the rest
+	// (network ones above all) would rewrite namespaces shared with the
+	// control plane.
+	w.Linux.Sysctl = ipcSysctls(s.Linux.Sysctl)
 	w.Linux.MaskedPaths = union(w.Linux.MaskedPaths, defaultMaskedPaths)
 	w.Linux.ReadonlyPaths = union(w.Linux.ReadonlyPaths, defaultReadonlyPaths)
 	w.Linux.Seccomp = WorkspaceSeccomp()
@@ -155,31 +157,7 @@ func Workspace(id, bundle string, s *specs.Spec, o WorkspaceOptions) (*configs.C
 	if err != nil {
 		return nil, err
 	}
-	return ControlPlane(id, bundle, w)
-}
-
-// WorkspaceProcess converts a containerd exec into a workspace process:
-// whatever the caller asked, it runs as the workspace user with no
-// capabilities, no_new_privs and no core dumps. base is the bundle's
-// (control plane's) process: containerd builds an exec's spec from it, so
-// its env entries arrive in every exec and are dropped (see workspaceEnv).
-func WorkspaceProcess(p *specs.Process, base *specs.Process, st Settings) (*libcontainer.Process, error) {
-	if p == nil {
-		return nil, errors.New("no process spec")
-	}
-	q := *p
-	q.User = specs.User{UID: st.UID, GID: st.GID}
-	q.Capabilities = &specs.LinuxCapabilities{}
-	q.NoNewPrivileges = true
-	q.Rlimits = workspaceRlimits(p)
-	q.ApparmorProfile = ""
-	q.Env = workspaceEnv(p.Env, base, st.UserEnv)
-	lp, err := Process(&q)
-	if err != nil {
-		return nil, err
-	}
-	lp.Capabilities = &configs.Capabilities{}
-	return lp, nil
+	return convert(id, bundle, w)
 }
 
 // userEnvKeys are the control plane's env keys every exec keeps: they
@@ -328,6 +306,22 @@ func ptyMax(opts []string) []string {
 	return append(opts, "max="+strconv.Itoa(n))
 }
 
+// ipcSysctlPrefixes are the sysctls the kernel keeps per IPC namespace.
+var ipcSysctlPrefixes = []string{"kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue."}
+
+func ipcSysctls(in map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range in {
+		if slices.ContainsFunc(ipcSysctlPrefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
 func hasNamespace(s *specs.Spec, t specs.LinuxNamespaceType) bool {
 	if s.Linux == nil {
 		return false
@@ -348,25 +342,6 @@ func union(a, b []string) []string {
 		}
 	}
 	return out
-}
-
-// ControlPlaneSpec returns the bundle spec with the control plane placed in
-// its leaf of the sandbox cgroup. The sandbox's own limits live on the
-// parent (see Sandbox cgroup), so the leaf keeps only device rules.
-func ControlPlaneSpec(s *specs.Spec, cgroupPath string) (*specs.Spec, error) {
-	if s.Linux == nil {
-		return nil, errors.New("bundle spec has no linux section")
-	}
-	c := *s
-	l := *s.Linux
-	c.Linux = &l
-	l.CgroupsPath = cgroupPath
-	r := &specs.LinuxResources{}
-	if s.Linux.Resources != nil {
-		r.Devices = s.Linux.Resources.Devices
-	}
-	l.Resources = r
-	return &c, nil
 }
 
 // CgroupPaths are the sandbox cgroup and its two leaves.
@@ -397,21 +372,22 @@ func Cgroups(s *specs.Spec, namespace, id string) (CgroupPaths, error) {
 // WaiterArg makes the reaper binary a pooled exec (see libexec/reaper).
 const WaiterArg = "--wait-exec"
 
-// waiterCaps are all a pooled exec holds while it waits: enough to become
-// the workspace user, and to drop them for good right before the exec.
+// waiterCaps are all a pooled exec holds while it waits: enough to take the
+// identity its request names, and to drop them for good right before the
+// exec.
 var waiterCaps = []string{"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
 
 // WaiterProcess is a pooled exec: it waits under the reaper's uid, out of
 // user code's reach (a same-uid process could prlimit, renice or stop it
-// and so cripple the platform's next exec), and becomes the workspace user
-// only when a request arrives.
+// and so cripple the platform's next exec), and takes the identity of the
+// ExecRequest it receives.
 //
-// Its rlimits are the bundle process' (plus no core dumps): an exec that
-// asks for other limits gets these when it runs in a pooled waiter.
+// Its rlimits are the bundle process' (plus no core dumps); the request's
+// own rlimits are applied by the waiter before it execs.
 func WaiterProcess(st Settings, base *specs.Process) (*libcontainer.Process, error) {
 	ruid := ReaperUID(st)
 	lp, err := Process(&specs.Process{
-		Args: []string{ReaperPath, WaiterArg, fmt.Sprint(st.UID), fmt.Sprint(st.GID)},
+		Args: []string{ReaperPath, WaiterArg},
 		Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 		Cwd:  "/", User: specs.User{UID: ruid, GID: ruid},
 		NoNewPrivileges: true,
@@ -423,5 +399,20 @@ func WaiterProcess(st Settings, base *specs.Process) (*libcontainer.Process, err
 	// Ambient (and so inheritable) carries them across the exec into the
 	// waiter, which runs as a non-root uid.
 	lp.Capabilities = &configs.Capabilities{Bounding: waiterCaps, Effective: waiterCaps, Permitted: waiterCaps, Inheritable: waiterCaps, Ambient: waiterCaps}
+	return lp, nil
+}
+
+// ReaperProcess is a user container's pid 1. It runs under its own uid, so
+// user code cannot signal, renice or prlimit it either.
+func ReaperProcess(st Settings) (*libcontainer.Process, error) {
+	ruid := ReaperUID(st)
+	lp, err := Process(&specs.Process{
+		Args: []string{ReaperPath}, Cwd: "/",
+		User: specs.User{UID: ruid, GID: ruid},
+	})
+	if err != nil {
+		return nil, err
+	}
+	lp.Init = true
 	return lp, nil
 }

@@ -37,10 +37,12 @@ func (s Status) String() string {
 	}
 }
 
-// ErrNotStarted and ErrFinished say why a process cannot take a signal.
+// ErrNotStarted and ErrFinished say why a process cannot take a signal;
+// ErrNoTerminal why it cannot be resized.
 var (
 	ErrNotStarted = errors.New("process not started")
 	ErrFinished   = errors.New("process already finished")
+	ErrNoTerminal = errors.New("process has no terminal")
 )
 
 // Process is one process libcontainer runs.
@@ -79,22 +81,26 @@ func (p *Process) stdio() *stdio {
 
 // New prepares a process; nothing runs, and no stdio is opened, until it
 // starts (Start, or StartIn a pooled waiter).
-func New(id string, lp *libcontainer.Process, cfg Stdio) (*Process, error) {
-	return &Process{ID: id, Stdio: cfg, lp: lp, done: make(chan struct{}), startDone: make(chan struct{})}, nil
+func New(id string, cfg Stdio) *Process {
+	return &Process{ID: id, Stdio: cfg, done: make(chan struct{}), startDone: make(chan struct{})}
 }
 
 // ErrAlreadyStarted is returned to a second Start of one process.
 var ErrAlreadyStarted = errors.New("process already started")
 
 // Claim moves a created process to Starting, once: concurrent Start calls
-// for one exec must not both run it.
+// for one exec must not both run it. A Start that loses waits for the
+// winner's to finish, as the runc shim's per-process lock does: its caller
+// may clean up the process' FIFOs as soon as it returns.
 func (p *Process) Claim() error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.status != Created {
+		p.mu.Unlock()
+		<-p.startDone
 		return ErrAlreadyStarted
 	}
 	p.status = Starting
+	p.mu.Unlock()
 	return nil
 }
 
@@ -106,11 +112,15 @@ func (p *Process) Abandon() {
 
 func (p *Process) endStart() { p.startOnce.Do(func() { close(p.startDone) }) }
 
-// Start starts the process with run (libcontainer's Container.Start for an
-// init, Container.Run for an exec). From then on this Process is the only
-// waiter on its pid: onExit runs once it exited and its output drained.
-func (p *Process) Start(run func(*libcontainer.Process) error, onExit func(*Process)) error {
+// Start starts lp with run (libcontainer's Container.Start for an init,
+// Container.Run for a user container's reaper). From then on this Process
+// is the only waiter on its pid: onExit runs once it exited and its output
+// drained.
+func (p *Process) Start(run func(*libcontainer.Process) error, lp *libcontainer.Process, onExit func(*Process)) error {
 	defer p.endStart()
+	p.mu.Lock()
+	p.lp = lp
+	p.mu.Unlock()
 	io, err := newStdio(p.Stdio, p.lp)
 	if err != nil {
 		p.setExited(-1)
@@ -241,6 +251,9 @@ func (p *Process) CloseStdin() error {
 
 // Resize implements containerd's ResizePty.
 func (p *Process) Resize(width, height uint32) error {
+	if !p.Stdio.Terminal {
+		return ErrNoTerminal
+	}
 	io := p.stdio()
 	if io == nil {
 		return ErrNotStarted

@@ -1,12 +1,9 @@
 package process
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -14,11 +11,6 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 )
-
-// maxRequest is what one SOCK_SEQPACKET request may carry (the waiter's
-// buffer): arguments, environment and cwd together, as much as the kernel's
-// ARG_MAX allows an exec.
-const maxRequest = 4<<20 - 1
 
 // handshakeTimeout bounds the wait for a waiter's answer: a waiter that
 // stops answering (frozen, stopped) fails the exec instead of hanging it.
@@ -130,26 +122,13 @@ func (w *Waiter) take(p *Process) error {
 	return nil
 }
 
-// Rlimit is one limit an exec asks for.
-type Rlimit struct {
-	Type       int
-	Soft, Hard uint64
-}
-
-// ErrBadRequest marks a request no waiter can run (too large, NUL bytes).
-var ErrBadRequest = errors.New("invalid exec request")
-
 // StartIn runs the claimed process in a waiter: stdio is set up here, the
-// request (args, env, cwd, rlimits, terminal) goes over the socket with the
-// stdio descriptors, and the waiter answers with the pty master (terminal
-// only) and then either an error or, by closing the socket on exec,
-// success. The request is checked before the waiter is taken, so a bad one
-// costs no waiter; ErrWaiterGone leaves p untouched for another waiter.
-func (p *Process) StartIn(w *Waiter, args, env []string, cwd string, rlimits []Rlimit, width, height uint16, onExit func(*Process)) (retErr error) {
-	req, err := encodeRequest(args, env, cwd, rlimits, p.Stdio.Terminal, width, height)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadRequest, err)
-	}
+// encoded request (spec.ExecRequest, whose terminal flag must match
+// p.Stdio.Terminal) goes over the socket with the stdio descriptors, and
+// the waiter answers with the pty master (terminal only) and then either an
+// error or, by closing the socket on exec, success. ErrWaiterGone leaves p
+// untouched for another waiter.
+func (p *Process) StartIn(w *Waiter, req []byte, onExit func(*Process)) (retErr error) {
 	if err := w.take(p); err != nil {
 		return err
 	}
@@ -262,49 +241,4 @@ func recvMessage(sock *os.File) (string, *os.File, error) {
 		}
 		return string(buf[:n]), fd, nil
 	}
-}
-
-// encodeRequest lays out the waiter's request (see libexec/reaper).
-func encodeRequest(args, env []string, cwd string, rlimits []Rlimit, terminal bool, width, height uint16) ([]byte, error) {
-	if len(args) == 0 {
-		return nil, errors.New("process has no args")
-	}
-	if cwd == "" {
-		cwd = "/"
-	}
-	var b bytes.Buffer
-	var flags uint32
-	if terminal {
-		flags = 1
-	}
-	for _, v := range []any{uint32(2), flags, height, width, uint32(len(args)), uint32(len(env)), uint32(len(rlimits))} {
-		_ = binary.Write(&b, binary.NativeEndian, v)
-	}
-	for _, r := range rlimits {
-		if r.Soft > r.Hard {
-			return nil, fmt.Errorf("rlimit %d: soft limit %d above hard limit %d", r.Type, r.Soft, r.Hard)
-		}
-		for _, v := range []any{uint32(r.Type), uint32(0), r.Soft, r.Hard} {
-			_ = binary.Write(&b, binary.NativeEndian, v)
-		}
-	}
-	for _, s := range append(append([]string{cwd}, args...), env...) {
-		if strings.IndexByte(s, 0) >= 0 {
-			return nil, errors.New("argument, environment or cwd contains a NUL byte")
-		}
-		b.WriteString(s)
-		b.WriteByte(0)
-	}
-	if b.Len() > maxRequest {
-		return nil, fmt.Errorf("arguments and environment take %d bytes, more than the %d an exec may carry", b.Len(), maxRequest)
-	}
-	return b.Bytes(), nil
-}
-
-// Request is what an exec asked to run.
-func (p *Process) Request() (args, env []string, cwd string, rlimits []Rlimit, width, height uint16) {
-	for _, r := range p.lp.Rlimits {
-		rlimits = append(rlimits, Rlimit{Type: r.Type, Soft: r.Soft, Hard: r.Hard})
-	}
-	return p.lp.Args, p.lp.Env, p.lp.Cwd, rlimits, p.lp.ConsoleWidth, p.lp.ConsoleHeight
 }

@@ -5,14 +5,13 @@ package task
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/containerd/cgroups/v3/cgroup1"
-	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -20,8 +19,6 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/pkg/oom"
-	oomv1 "github.com/containerd/containerd/v2/pkg/oom/v1"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
 	"github.com/containerd/containerd/v2/pkg/shim"
@@ -52,16 +49,19 @@ type service struct {
 	publisher shim.Publisher
 	shutdown  shutdown.Service
 	events    chan any
-	cg1oom    oom.Watcher
+	// forwarded is closed once the forwarder returned: later events are
+	// dropped (logged), never blocked on.
+	forwarded chan struct{}
 
 	// lifecycle serialises Create/Delete against Shutdown.
 	lifecycle sync.Mutex
-	// startMu orders events: a process that exits while its Start is still
-	// publishing the start event waits, so containerd never sees an exit
-	// before the start.
-	startMu   sync.Mutex
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox.Sandbox
+	// starting holds, per process being started, a channel closed once its
+	// start event was published (or the start failed): its exit event
+	// waits for it, so containerd never sees an exit before the start, and
+	// no other Start or exit waits for this one.
+	starting map[*process.Process]chan struct{}
 }
 
 // NewTaskService returns the task service for one shim process.
@@ -71,23 +71,19 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		publisher: publisher,
 		shutdown:  sd,
 		events:    make(chan any, 128),
+		forwarded: make(chan struct{}),
 		sandboxes: map[string]*sandbox.Sandbox{},
-	}
-	if w, err := oomv1.New(publisher); err == nil {
-		s.cg1oom = w
-		go w.Run(ctx)
-	} else {
-		log.G(ctx).WithError(err).Warn("no cgroup v1 OOM watcher")
+		starting:  map[*process.Process]chan struct{}{},
 	}
 	go orphans.Run(ctx, orphanInterval)
 	// Events still queued at shutdown are published before the shim exits:
 	// the library exits right after the shutdown callbacks return.
-	stop, drained := make(chan struct{}), make(chan struct{})
-	go s.forward(stop, drained)
+	stop := make(chan struct{})
+	go s.forward(stop)
 	sd.RegisterCallback(func(ctx context.Context) error {
 		close(stop)
 		select {
-		case <-drained:
+		case <-s.forwarded:
 		case <-ctx.Done():
 		}
 		return nil
@@ -106,9 +102,9 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 	return nil
 }
 
-func (s *service) forward(stop <-chan struct{}, drained chan<- struct{}) {
+func (s *service) forward(stop <-chan struct{}) {
 	ctx := context.WithoutCancel(s.ctx)
-	defer close(drained)
+	defer close(s.forwarded)
 	defer s.publisher.Close()
 	publish := func(e any) {
 		if err := s.publisher.Publish(ctx, runtime.GetTopic(e), e); err != nil {
@@ -132,7 +128,28 @@ func (s *service) forward(stop <-chan struct{}, drained chan<- struct{}) {
 	}
 }
 
-func (s *service) send(e any) { s.events <- e }
+func (s *service) send(e any) {
+	select {
+	case s.events <- e:
+	case <-s.forwarded:
+		log.G(s.ctx).WithField("topic", runtime.GetTopic(e)).Warn("shim is shutting down: event dropped")
+	}
+}
+
+// beginStart registers p's start: its exit event waits until the returned
+// func ran (after the start event was sent, or the start failed).
+func (s *service) beginStart(p *process.Process) func() {
+	published := make(chan struct{})
+	s.mu.Lock()
+	s.starting[p] = published
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.starting, p)
+		s.mu.Unlock()
+		close(published)
+	}
+}
 
 func (s *service) get(id string) (*sandbox.Sandbox, error) {
 	s.mu.Lock()
@@ -158,8 +175,12 @@ func (s *service) process(id, execID string) (*sandbox.Sandbox, *process.Process
 
 // onExit publishes a process' exit; the sandbox calls it once per process.
 func (s *service) onExit(sb *sandbox.Sandbox, p *process.Process) {
-	s.startMu.Lock()
-	s.startMu.Unlock() //nolint:staticcheck // a barrier: any Start in flight has published
+	s.mu.Lock()
+	published, starting := s.starting[p]
+	s.mu.Unlock()
+	if starting {
+		<-published
+	}
 	status, at := p.Exit()
 	execID := p.ID
 	if p == sb.Init() {
@@ -172,6 +193,11 @@ func (s *service) onExit(sb *sandbox.Sandbox, p *process.Process) {
 		ExitStatus:  uint32(status),
 		ExitedAt:    protobuf.ToTimestamp(at),
 	})
+}
+
+// onOOM publishes an OOM kill in the sandbox.
+func (s *service) onOOM(sb *sandbox.Sandbox) {
+	s.send(&eventstypes.TaskOOM{ContainerID: sb.ID})
 }
 
 // Create builds the sandbox and its (not yet started) init.
@@ -201,7 +227,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		Bundle:    r.Bundle,
 		Rootfs:    mounts,
 		Stdio:     process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-	}, s.onExit)
+	}, sandbox.Events{OnExit: s.onExit, OnOOM: s.onOOM})
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
@@ -216,48 +242,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 		Pid:         pid,
 	})
-	s.watchOOM(ctx, sb)
 	return &taskAPI.CreateTaskResponse{Pid: pid}, nil
-}
-
-// watchOOM starts OOM notifications right at create: the cgroup already holds
-// the waiting init, and a fast OOM must not be missed.
-func (s *service) watchOOM(ctx context.Context, sb *sandbox.Sandbox) {
-	cg, err := sb.Cgroup()
-	if err != nil {
-		log.G(ctx).WithError(err).WithField("id", sb.ID).Warn("no cgroup to watch for OOM")
-		return
-	}
-	s.addOOMWatch(ctx, sb.ID, cg)
-}
-
-func (s *service) addOOMWatch(ctx context.Context, id string, cg any) {
-	switch cg := cg.(type) {
-	case cgroup1.Cgroup:
-		if s.cg1oom != nil {
-			if err := s.cg1oom.Add(id, cg); err != nil {
-				log.G(ctx).WithError(err).WithField("id", id).Warn("add cgroup to OOM monitor")
-			}
-		}
-	case *cgroupsv2.Manager:
-		go s.watchOOMv2(id, cg)
-	}
-}
-
-func (s *service) watchOOMv2(id string, cg *cgroupsv2.Manager) {
-	evs, errs := cg.EventChan()
-	var last uint64
-	for {
-		select {
-		case ev := <-evs:
-			if ev.OOMKill > last {
-				s.send(&eventstypes.TaskOOM{ContainerID: id})
-			}
-			last = ev.OOMKill
-		case <-errs:
-			return
-		}
-	}
 }
 
 // Start starts the init, or an exec when ExecID is set.
@@ -266,24 +251,21 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, err
 	}
-	s.startMu.Lock()
-	defer s.startMu.Unlock()
+	p, err := sb.Process(r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	published := s.beginStart(p)
+	defer published()
 	if r.ExecID == "" {
 		if err := sb.Start(ctx); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
 		pid := uint32(sb.Init().Pid())
 		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
-		go func() {
-			<-sb.WorkspaceReady()
-			if cg, err := sb.UserCgroup(); err == nil {
-				s.addOOMWatch(s.ctx, sb.ID, cg)
-			}
-		}()
 		return &taskAPI.StartResponse{Pid: pid}, nil
 	}
-	p, err := sb.StartExec(ctx, r.ExecID)
-	if err != nil {
+	if _, err := sb.StartExec(ctx, r.ExecID); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	s.send(&eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: uint32(p.Pid())})
@@ -357,10 +339,15 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := p.Resize(r.Width, r.Height); err != nil {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "sandbox %s: resize %q: %v", r.ID, r.ExecID, err)
+	switch err := p.Resize(r.Width, r.Height); {
+	case err == nil, errors.Is(err, process.ErrNoTerminal):
+		// As the runc shim: resizing a process without a terminal is a no-op.
+		return empty, nil
+	case errors.Is(err, process.ErrNotStarted):
+		return nil, errgrpc.ToGRPC(fmt.Errorf("sandbox %s: resize %q: %w: %w", r.ID, r.ExecID, errdefs.ErrFailedPrecondition, err))
+	default:
+		return nil, errgrpc.ToGRPC(fmt.Errorf("sandbox %s: resize %q: %w", r.ID, r.ExecID, err))
 	}
-	return empty, nil
 }
 
 // State reports a process.
@@ -458,7 +445,7 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 		if id, ok := execs[pid]; ok {
 			a, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: id})
 			if err != nil {
-				return nil, fmt.Errorf("sandbox %s: marshal process %d info: %w", r.ID, pid, err)
+				return nil, errgrpc.ToGRPC(fmt.Errorf("sandbox %s: marshal process %d info: %w", r.ID, pid, err))
 			}
 			info.Info = a
 		}
@@ -549,25 +536,13 @@ func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.
 	if err != nil {
 		return nil, err
 	}
-	cgx, err := sb.Cgroup()
+	stats, err := sb.Stats()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	var stats any
-	switch cg := cgx.(type) {
-	case cgroup1.Cgroup:
-		stats, err = cg.Stat(cgroup1.IgnoreNotExist)
-	case *cgroupsv2.Manager:
-		stats, err = cg.Stat()
-	default:
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "sandbox %s: unsupported cgroup type %T", r.ID, cg)
-	}
-	if err != nil {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrUnknown, "sandbox %s: stats: %v", r.ID, err)
-	}
 	data, err := typeurl.MarshalAny(stats)
 	if err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(fmt.Errorf("sandbox %s: marshal stats: %w", r.ID, err))
 	}
 	return &taskAPI.StatsResponse{Stats: typeurl.MarshalProto(data)}, nil
 }

@@ -9,25 +9,28 @@
  * anything else user code sends is dequeued and ignored, so `kill -9 -1`,
  * `kill -TERM 1` and friends leave the workspace standing.
  *
- * With --wait-exec UID GID it is a pre-built exec: libcontainer already
+ * With --wait-exec it is a pre-built exec: libcontainer already
  * placed it in the workspace (namespaces, cgroups, seccomp, no_new_privs),
  * so an exec costs no cgroup migration when it is needed, which matters
  * while a fork bomb makes every migration slow. It waits under the reaper's
  * uid, so user code cannot signal, renice, prlimit or read it, holding only
  * CAP_SETUID, CAP_SETGID and CAP_SETPCAP, which it gives up for good (all
- * capability sets and the bounding set emptied) once it became UID:GID,
- * right before the exec. It waits on fd 3 (a
+ * capability sets and the bounding set emptied) once it took the identity
+ * the request names, right before the exec. It waits on fd 3 (a
  * SOCK_SEQPACKET socket to the shim) for one request, sets up stdio (the
  * three descriptors sent with it, or a new pty whose master goes back to
  * the shim), changes directory and execs. Any failure before the exec is
  * reported as one "E<message>" packet; a successful exec closes the socket
  * (close-on-exec), which the shim reads as success.
  *
- * Request: u32 version(2), u32 flags (1 = terminal), u16 rows, u16 cols,
- * u32 argc, u32 envc, u32 nrlimits, nrlimits x (u32 resource, u32 pad,
- * u64 soft, u64 hard), then NUL-terminated cwd, argv[argc], envp[envc];
- * SCM_RIGHTS: stdin, stdout, stderr (non-terminal only). A terminal exec
- * sends "M" with the pty master and waits for "A" before it goes on.
+ * Request (written by spec.ExecRequest.Encode, host byte order): u32
+ * version (3), u32 flags (1 = terminal), u16 rows, u16 cols, u32 uid,
+ * u32 gid, u32 argc, u32 envc, u32 nrlimits, u32 ngroups, nrlimits x
+ * (u32 resource, u32 pad, u64 soft, u64 hard), ngroups x u32 gid, then
+ * NUL-terminated cwd, argv[argc], envp[envc]; SCM_RIGHTS: stdin, stdout,
+ * stderr (non-terminal only). uid, gid and every group must be non-zero.
+ * A terminal exec sends "M" with the pty master and waits for "A" before
+ * it goes on.
  *
  * Where the kernel has Landlock scoping (ABI 6, Linux 6.12), each exec
  * runs in its own domain that cannot connect to abstract unix sockets
@@ -57,7 +60,8 @@
 
 #define SOCK_FD 3
 #define MAX_REQ (4 * 1024 * 1024)
-#define HDR_LEN 24
+#define HDR_LEN 36
+#define MAX_GROUPS 64
 
 static void __attribute__((noreturn)) reaper(void)
 {
@@ -142,8 +146,8 @@ static const char *home(void)
 	return "/";
 }
 
-/* become switches to the workspace user and drops every capability. */
-static void become(uid_t uid, gid_t gid)
+/* become switches to the requested identity and drops every capability. */
+static void become(uid_t uid, gid_t gid, const gid_t *groups, size_t ngroups)
 {
 	struct __user_cap_header_struct {
 		uint32_t version;
@@ -153,7 +157,7 @@ static void become(uid_t uid, gid_t gid)
 		uint32_t effective, permitted, inheritable;
 	} data[2] = {{0, 0, 0}, {0, 0, 0}};
 
-	if (setgroups(0, NULL) < 0)
+	if (setgroups(ngroups, groups) < 0)
 		fail("setgroups: %s", strerror(errno));
 	if (setresgid(gid, gid, gid) < 0)
 		fail("setresgid %u: %s", gid, strerror(errno));
@@ -193,7 +197,7 @@ static void scope_abstract_sockets(void)
 	close(fd);
 }
 
-static int wait_exec(uid_t uid, gid_t gid)
+static int wait_exec(void)
 {
 	static char req[MAX_REQ + 1];
 	int fds[3] = {-1, -1, -1}, nfds = 0;
@@ -223,24 +227,37 @@ static int wait_exec(uid_t uid, gid_t gid)
 		fail("malformed exec request");
 	req[n] = 0;
 
-	uint32_t version, flags, argc, envc, nrl;
+	uint32_t version, flags, uid, gid, argc, envc, nrl, ngr;
 	uint16_t rows, cols;
 	memcpy(&version, req, 4);
 	memcpy(&flags, req + 4, 4);
 	memcpy(&rows, req + 8, 2);
 	memcpy(&cols, req + 10, 2);
-	memcpy(&argc, req + 12, 4);
-	memcpy(&envc, req + 16, 4);
-	memcpy(&nrl, req + 20, 4);
-	if (version != 2 || argc == 0 || argc > MAX_REQ / 2 || envc > MAX_REQ / 2 || nrl > 64 ||
-	    HDR_LEN + (size_t)nrl * 24 > (size_t)n)
+	memcpy(&uid, req + 12, 4);
+	memcpy(&gid, req + 16, 4);
+	memcpy(&argc, req + 20, 4);
+	memcpy(&envc, req + 24, 4);
+	memcpy(&nrl, req + 28, 4);
+	memcpy(&ngr, req + 32, 4);
+	if (version != 3 || argc == 0 || argc > MAX_REQ / 2 || envc > MAX_REQ / 2 || nrl > 64 ||
+	    ngr > MAX_GROUPS || HDR_LEN + (size_t)nrl * 24 + (size_t)ngr * 4 > (size_t)n)
 		fail("malformed exec request");
+	gid_t groups[MAX_GROUPS];
+	for (uint32_t i = 0; i < ngr; i++) {
+		uint32_t g;
+		memcpy(&g, req + HDR_LEN + nrl * 24 + i * 4, 4);
+		if (g == 0)
+			fail("refusing to run user code in group 0");
+		groups[i] = g;
+	}
+	if (uid == 0 || gid == 0)
+		fail("refusing to run user code as root");
 	char **argv = calloc(argc + 1, sizeof(char *));
 	char **envp = calloc(envc + 2, sizeof(char *));
 	if (!argv || !envp)
 		fail("out of memory");
 	char *rl = req + HDR_LEN;
-	char *p = rl + nrl * 24, *end = req + n;
+	char *p = rl + nrl * 24 + ngr * 4, *end = req + n;
 	char *cwd = p;
 	p += strlen(p) + 1;
 	for (uint32_t i = 0; i < argc; i++) {
@@ -258,7 +275,7 @@ static int wait_exec(uid_t uid, gid_t gid)
 		p += strlen(p) + 1;
 	}
 
-	become(uid, gid);
+	become(uid, gid, groups, ngr);
 	/* The exec's own limits: lowering works unprivileged; raising a hard
 	 * limit does not, and is reported. */
 	for (uint32_t i = 0; i < nrl; i++) {
@@ -367,12 +384,7 @@ static int wait_exec(uid_t uid, gid_t gid)
 
 int main(int argc, char **argv)
 {
-	if (argc == 4 && strcmp(argv[1], "--wait-exec") == 0) {
-		uid_t uid = strtoul(argv[2], NULL, 10);
-		gid_t gid = strtoul(argv[3], NULL, 10);
-		if (uid == 0 || gid == 0)
-			fail("refusing to run user code as root");
-		return wait_exec(uid, gid);
-	}
+	if (argc == 2 && strcmp(argv[1], "--wait-exec") == 0)
+		return wait_exec();
 	reaper();
 }

@@ -1,4 +1,4 @@
-package sandbox
+package cgroup
 
 import (
 	"errors"
@@ -10,23 +10,18 @@ import (
 	"strings"
 
 	"github.com/opencontainers/cgroups"
-
-	"github.com/sandbox-shim/sandbox-shim/spec"
 )
 
-// hostLimits reads the limits the bundle does not state: those of the
-// cgroups above the sandbox's (a pod's, say), which the sandbox shares
-// with its siblings and so must leave the control plane room in too.
-func hostLimits(sandboxCgroup string) (spec.Limits, error) {
+// HostPidsLimit is the lowest pids.max of the existing cgroups above the
+// sandbox's (a pod's, say), 0 if none sets one: the bundle does not state
+// it, but the sandbox shares it with its siblings and so must leave the
+// control plane room in it too.
+func HostPidsLimit(sandboxCgroup string) (int64, error) {
 	root := "/sys/fs/cgroup/pids"
 	if cgroups.IsCgroup2UnifiedMode() {
 		root = "/sys/fs/cgroup"
 	}
-	n, err := lowestPidsMax(root, sandboxCgroup)
-	if err != nil {
-		return spec.Limits{}, err
-	}
-	return spec.Limits{Pids: n}, nil
+	return lowestPidsMax(root, sandboxCgroup)
 }
 
 // lowestPidsMax is the lowest pids.max of the existing ancestors of cg

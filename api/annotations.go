@@ -1,0 +1,30 @@
+// Package api holds what a sandbox's users and tools share with the shim:
+// annotation names now, the sandbox API's wire types later. It imports no
+// package of this module, so a client never pulls in libcontainer or the
+// shim's internals.
+package api
+
+// Annotations on the OCI bundle (containerd labels, CRI pod and container
+// annotations) that configure a sandbox. An invalid value fails task
+// creation with an error naming the annotation and the value.
+const (
+	// AnnotationUser is the uid[:gid] of all user code; root is refused.
+	AnnotationUser = "io.sandbox.user"
+	// AnnotationPidsLimit caps the workspace's processes.
+	AnnotationPidsLimit = "io.sandbox.user.pids-limit"
+	// AnnotationMemoryLimit caps the workspace's memory (bytes, or 512m).
+	AnnotationMemoryLimit = "io.sandbox.user.memory-limit"
+	// AnnotationEnv names env keys (comma-separated) an exec may inherit
+	// from the control plane's env; the rest of that env is dropped.
+	AnnotationEnv = "io.sandbox.user.env"
+	// AnnotationMounts names bundle mount destinations (comma-separated,
+	// absolute) the workspace keeps besides the kernel filesystems.
+	AnnotationMounts = "io.sandbox.user.mounts"
+)
+
+// Defaults of the workspace user when neither the annotation nor a non-root
+// image user names one.
+const (
+	DefaultUID = 1000
+	DefaultGID = 1000
+)

@@ -1,0 +1,157 @@
+// Package cgroup holds every cgroup of a sandbox: the sandbox cgroup with
+// the bundle's limits, its control and user leaves, the per-exec leaves
+// under user, the limits of the cgroups above it, stats and OOM events.
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+
+	ccgroups "github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/opencontainers/cgroups"
+	cgmanager "github.com/opencontainers/cgroups/manager"
+)
+
+// Paths are the sandbox cgroup and its two leaves (cgroupfs paths).
+type Paths struct {
+	Sandbox, Control, User string
+}
+
+// ReaperLeaf is the user leaf's child holding a user container's reaper on
+// cgroup v2, which allows no controllers below a cgroup with processes.
+const ReaperLeaf = "reaper"
+
+// Sandbox is the sandbox cgroup: the bundle's limits, shared by the control
+// plane and user code below it.
+type Sandbox struct {
+	Paths   Paths
+	manager cgroups.Manager
+}
+
+// CreateSandbox creates the sandbox cgroup at paths.Sandbox with res.
+func CreateSandbox(paths Paths, res *cgroups.Resources) (_ *Sandbox, retErr error) {
+	m, err := cgmanager.New(&cgroups.Cgroup{Path: paths.Sandbox, Resources: res})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox cgroup %s: %w", paths.Sandbox, err)
+	}
+	if err := m.Apply(-1); err != nil {
+		return nil, fmt.Errorf("create sandbox cgroup %s: %w", paths.Sandbox, err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = m.Destroy()
+		}
+	}()
+	if err := m.Set(res); err != nil {
+		return nil, fmt.Errorf("set sandbox cgroup %s: %w", paths.Sandbox, err)
+	}
+	return &Sandbox{Paths: paths, manager: m}, nil
+}
+
+// LoadSandbox finds a sandbox cgroup again (after its shim died), to
+// remove it.
+func LoadSandbox(paths Paths) (*Sandbox, error) {
+	m, err := cgmanager.New(&cgroups.Cgroup{Path: paths.Sandbox, Resources: &cgroups.Resources{}})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox cgroup %s: %w", paths.Sandbox, err)
+	}
+	return &Sandbox{Paths: paths, manager: m}, nil
+}
+
+// Set applies new limits to the sandbox cgroup.
+func (s *Sandbox) Set(res *cgroups.Resources) error {
+	if err := s.manager.Set(res); err != nil {
+		return fmt.Errorf("set sandbox cgroup %s: %w", s.Paths.Sandbox, err)
+	}
+	return nil
+}
+
+// Freeze freezes (or thaws) the whole sandbox.
+func (s *Sandbox) Freeze(frozen bool) error {
+	state := cgroups.Thawed
+	if frozen {
+		state = cgroups.Frozen
+	}
+	if err := s.manager.Freeze(state); err != nil {
+		if frozen {
+			_ = s.manager.Freeze(cgroups.Thawed)
+		}
+		return fmt.Errorf("freeze %s: %w", s.Paths.Sandbox, err)
+	}
+	return nil
+}
+
+// Pids lists every process of the sandbox, both leaves and below.
+func (s *Sandbox) Pids() ([]int, error) {
+	pids, err := s.manager.GetAllPids()
+	if err != nil {
+		return nil, fmt.Errorf("list pids of %s: %w", s.Paths.Sandbox, err)
+	}
+	return pids, nil
+}
+
+// Destroy removes the sandbox cgroup and everything below it.
+func (s *Sandbox) Destroy() error {
+	if err := s.manager.Destroy(); err != nil {
+		return fmt.Errorf("remove sandbox cgroup %s: %w", s.Paths.Sandbox, err)
+	}
+	return nil
+}
+
+// load opens a cgroup with containerd's cgroups library, whose stats types
+// containerd's metrics API carries.
+func load(p string) (any, error) {
+	if ccgroups.Mode() == ccgroups.Unified {
+		return cgroupsv2.Load(p)
+	}
+	return cgroup1.Load(cgroup1.StaticPath(p))
+}
+
+// Stats are the sandbox cgroup's metrics as containerd's Stats carries
+// them (cgroup v1 or v2 metrics).
+func (s *Sandbox) Stats() (any, error) {
+	cg, err := load(s.Paths.Sandbox)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", s.Paths.Sandbox, err)
+	}
+	var stats any
+	switch cg := cg.(type) {
+	case cgroup1.Cgroup:
+		stats, err = cg.Stat(cgroup1.IgnoreNotExist)
+	case *cgroupsv2.Manager:
+		stats, err = cg.Stat()
+	default:
+		return nil, fmt.Errorf("unsupported cgroup type %T", cg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stats of %s: %w", s.Paths.Sandbox, err)
+	}
+	return stats, nil
+}
+
+// PlaceReaper moves a user container's reaper (pid) into ReaperLeaf under
+// its cgroup (userPath) on cgroup v2, and hands the controllers down so the
+// per-exec leaves beside it can have their own limits. On v1 it does
+// nothing: leaves with and without processes may nest there.
+func PlaceReaper(userPath string, pid int) error {
+	if !cgroups.IsCgroup2UnifiedMode() {
+		return nil
+	}
+	base := path.Join("/sys/fs/cgroup", userPath)
+	leaf := path.Join(base, ReaperLeaf)
+	if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("reaper cgroup: %w", err)
+	}
+	if err := cgroups.WriteCgroupProc(leaf, pid); err != nil {
+		return fmt.Errorf("move reaper to %s: %w", leaf, err)
+	}
+	for _, c := range []string{"pids", "cpu", "memory"} {
+		// A controller the parent does not offer is left out, not fatal.
+		_ = cgroups.WriteFile(base, "cgroup.subtree_control", "+"+c)
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/opencontainers/cgroups"
+)
+
+// execControllers get a leaf per exec: pids so one exec's fork bomb cannot
+// take the last pid from the next exec, cpu so the next exec is not starved
+// by it either.
+var execControllers = []string{"pids", "cpu"}
+
+// ExecLeaf is one exec's sub-cgroup under its user container's cgroup.
+type ExecLeaf struct {
+	// SubCgroupPaths is libcontainer's Process.SubCgroupPaths for it.
+	SubCgroupPaths map[string]string
+	dirs           []string
+}
+
+// NewExecLeaf creates the leaf name under a user container's cgroup
+// (containerPaths: libcontainer's State.CgroupPaths) with pidsLimit. A
+// directory left by a shim that was killed is taken over, as runc accepts
+// existing cgroups.
+func NewExecLeaf(containerPaths map[string]string, name string, pidsLimit int64) (*ExecLeaf, error) {
+	l := &ExecLeaf{SubCgroupPaths: map[string]string{}}
+	if cgroups.IsCgroup2UnifiedMode() {
+		base, ok := containerPaths[""]
+		if !ok {
+			return nil, errors.New("user container has no cgroup v2 path")
+		}
+		dir := filepath.Join(base, name)
+		if err := l.mkdir(dir); err != nil {
+			return nil, err
+		}
+		if err := l.limitPids(dir, pidsLimit); err != nil {
+			return nil, err
+		}
+		l.SubCgroupPaths[""] = name
+		return l, nil
+	}
+	for _, controller := range execControllers {
+		base, ok := containerPaths[controller]
+		if !ok {
+			continue
+		}
+		dir := filepath.Join(base, name)
+		if err := l.mkdir(dir); err != nil {
+			return nil, err
+		}
+		if controller == "pids" {
+			if err := l.limitPids(dir, pidsLimit); err != nil {
+				return nil, err
+			}
+		}
+		// Co-mounted controllers (cpu,cpuacct) share the directory: name them
+		// all, or libcontainer would move the process back to the leaf.
+		for c, p := range containerPaths {
+			if p == base {
+				l.SubCgroupPaths[c] = name
+			}
+		}
+	}
+	return l, nil
+}
+
+func (l *ExecLeaf) mkdir(dir string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		l.Remove()
+		return fmt.Errorf("exec cgroup: %w", err)
+	}
+	l.dirs = append(l.dirs, dir)
+	return nil
+}
+
+func (l *ExecLeaf) limitPids(dir string, limit int64) error {
+	if err := cgroups.WriteFile(dir, "pids.max", strconv.FormatInt(limit, 10)); err != nil {
+		l.Remove()
+		return fmt.Errorf("exec pids limit: %w", err)
+	}
+	return nil
+}
+
+// Remove deletes the leaf once empty; one that orphans still hold stays
+// until the whole sandbox cgroup goes.
+func (l *ExecLeaf) Remove() {
+	for i := len(l.dirs) - 1; i >= 0; i-- {
+		_ = os.Remove(l.dirs[i])
+	}
+	l.dirs = nil
+}

@@ -1,0 +1,181 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+type item struct{ id int }
+
+// builder fails its first failures builds, then succeeds.
+type builder struct {
+	mu        sync.Mutex
+	calls     int
+	failures  int
+	discarded []*item
+}
+
+func (b *builder) build(context.Context) (*item, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls++
+	if b.calls <= b.failures {
+		return nil, errors.New("no room")
+	}
+	return &item{id: b.calls}, nil
+}
+
+func (b *builder) discard(it *item) {
+	b.mu.Lock()
+	b.discarded = append(b.discarded, it)
+	b.mu.Unlock()
+}
+
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestBackoff checks the waits between failed builds: doubling from Min,
+// capped at Max, and starting over after a success.
+func TestBackoff(t *testing.T) {
+	b := &builder{failures: 5}
+	p := New(Config[*item]{Size: 2, Build: b.build, Backoff: Backoff{Min: 10 * time.Millisecond, Max: 50 * time.Millisecond}})
+	var mu sync.Mutex
+	var waits []time.Duration
+	p.sleep = func(d time.Duration, _ <-chan struct{}) {
+		mu.Lock()
+		waits = append(waits, d)
+		mu.Unlock()
+	}
+	go p.Run(context.Background())
+	defer p.Close()
+	waitFor(t, "a full pool", func() bool { return p.Len() == 2 })
+	mu.Lock()
+	got := append([]time.Duration(nil), waits...)
+	mu.Unlock()
+	want := []time.Duration{10, 20, 40, 50, 50}
+	if len(got) != len(want) {
+		t.Fatalf("waits %v, want %v ms", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i]*time.Millisecond {
+			t.Fatalf("waits %v, want %v ms", got, want)
+		}
+	}
+	// A success resets: the next failure waits Min again.
+	b.mu.Lock()
+	b.failures = b.calls + 1
+	b.mu.Unlock()
+	if _, ok := p.Take(); !ok {
+		t.Fatal("no item in a full pool")
+	}
+	waitFor(t, "the refill", func() bool { return p.Len() == 2 })
+	mu.Lock()
+	last := waits[len(waits)-1]
+	mu.Unlock()
+	if last != 10*time.Millisecond {
+		t.Fatalf("first wait after a success is %v, want 10ms", last)
+	}
+}
+
+// TestTakeSkipsDead checks that dead items are never handed out and that a
+// take refills the pool.
+func TestTakeSkipsDead(t *testing.T) {
+	b := &builder{}
+	dead := map[*item]bool{}
+	var mu sync.Mutex
+	p := New(Config[*item]{Size: 3, Build: b.build, Alive: func(it *item) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !dead[it]
+	}})
+	go p.Run(context.Background())
+	defer p.Close()
+	waitFor(t, "a full pool", func() bool { return p.Len() == 3 })
+	p.mu.Lock()
+	first, second := p.items[0], p.items[1]
+	p.mu.Unlock()
+	mu.Lock()
+	dead[first] = true
+	mu.Unlock()
+	got, ok := p.Take()
+	if !ok || got != second {
+		t.Fatalf("Take = %v, %v; want the second item (the first is dead)", got, ok)
+	}
+	waitFor(t, "the refill", func() bool { return p.Len() == 3 })
+}
+
+// TestRemoveAndReturn checks that an item that died while ready is
+// replaced, and that a returned item is the next one taken.
+func TestRemoveAndReturn(t *testing.T) {
+	b := &builder{}
+	p := New(Config[*item]{Size: 2, Build: b.build})
+	go p.Run(context.Background())
+	defer p.Close()
+	waitFor(t, "a full pool", func() bool { return p.Len() == 2 })
+	p.mu.Lock()
+	victim := p.items[1]
+	p.mu.Unlock()
+	p.Remove(victim)
+	waitFor(t, "a replacement", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.items) == 2 && p.items[0] != victim && p.items[1] != victim
+	})
+	it, _ := p.Take()
+	p.Return(it)
+	if again, _ := p.Take(); again != it {
+		t.Fatalf("Take after Return = %v, want %v", again, it)
+	}
+}
+
+// TestCloseDiscards checks that Close ends refilling and discards every
+// ready item, and that Return after Close discards too.
+func TestCloseDiscards(t *testing.T) {
+	b := &builder{}
+	p := New(Config[*item]{Size: 3, Build: b.build, Discard: b.discard})
+	go p.Run(context.Background())
+	waitFor(t, "a full pool", func() bool { return p.Len() == 3 })
+	taken, _ := p.Take()
+	p.Close()
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after Close")
+	}
+	p.Return(taken)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// The take may have triggered one more build before Close.
+	if n := len(b.discarded); n < 3 {
+		t.Fatalf("%d items discarded, want every ready one and the returned one", n)
+	}
+	if p.Len() != 0 {
+		t.Fatalf("%d items left after Close", p.Len())
+	}
+}
+
+// TestCloseStopsFailingBuilds checks that a pool whose builds keep failing
+// still stops at once.
+func TestCloseStopsFailingBuilds(t *testing.T) {
+	b := &builder{failures: 1 << 30}
+	p := New(Config[*item]{Size: 1, Build: b.build, Backoff: Backoff{Min: time.Hour, Max: time.Hour}})
+	go p.Run(context.Background())
+	waitFor(t, "a failed build", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.calls > 0 })
+	p.Close()
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return while backing off")
+	}
+}

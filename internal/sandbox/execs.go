@@ -1,0 +1,170 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandbox-shim/sandbox-shim/internal/process"
+	"github.com/sandbox-shim/sandbox-shim/internal/usercontainer"
+	"github.com/sandbox-shim/sandbox-shim/spec"
+)
+
+// containerdExec is one exec containerd registered: its process, the
+// request built from its spec, and once started its place in the workspace.
+type containerdExec struct {
+	process *process.Process
+	request spec.ExecRequest
+	running *usercontainer.Exec
+}
+
+// Process returns the init ("") or an exec by id.
+func (sb *Sandbox) Process(execID string) (*process.Process, error) {
+	if execID == "" {
+		return sb.init, nil
+	}
+	e, err := sb.exec(execID)
+	if err != nil {
+		return nil, err
+	}
+	return e.process, nil
+}
+
+func (sb *Sandbox) exec(execID string) (*containerdExec, error) {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	e, ok := sb.execs[execID]
+	if !ok {
+		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, errdefs.ErrNotFound)
+	}
+	return e, nil
+}
+
+// Exec registers an exec; it will run in the workspace as the workspace
+// user whatever user, capabilities or privileges its spec asks for.
+func (sb *Sandbox) Exec(ctx context.Context, execID string, ps *specs.Process, stdio process.Stdio) (*process.Process, error) {
+	fail := func(kind, err error) (*process.Process, error) {
+		if kind != nil {
+			return nil, fmt.Errorf("sandbox %s: exec %q: %w: %w", sb.ID, execID, kind, err)
+		}
+		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+	}
+	req, err := spec.WorkspaceExec(ps, sb.bundleSpec.Process, sb.settings)
+	if err != nil {
+		return fail(errdefs.ErrInvalidArgument, err)
+	}
+	// The pty comes from containerd's request, not the spec.
+	req.Terminal = stdio.Terminal
+	// Refuse what no waiter could run now, not at Start.
+	if _, err := req.Encode(); err != nil {
+		return fail(errdefs.ErrInvalidArgument, err)
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if _, ok := sb.execs[execID]; ok {
+		return fail(errdefs.ErrAlreadyExists, errors.New("exec id in use"))
+	}
+	if sb.init.Status() == process.Stopped {
+		return fail(errdefs.ErrFailedPrecondition, errors.New("task is stopped"))
+	}
+	p := process.New(execID, stdio)
+	sb.execs[execID] = &containerdExec{process: p, request: req}
+	return p, nil
+}
+
+// StartExec runs a registered exec in the workspace.
+func (sb *Sandbox) StartExec(ctx context.Context, execID string) (*process.Process, error) {
+	fail := func(kind, err error) (*process.Process, error) {
+		if kind != nil {
+			return nil, fmt.Errorf("sandbox %s: exec %q: %w: %w", sb.ID, execID, kind, err)
+		}
+		return nil, fmt.Errorf("sandbox %s: exec %q: %w", sb.ID, execID, err)
+	}
+	e, err := sb.exec(execID)
+	if err != nil {
+		return nil, err
+	}
+	p := e.process
+	switch {
+	case !sb.Started():
+		return fail(errdefs.ErrFailedPrecondition, errors.New("task not started"))
+	case sb.init.Status() == process.Stopped:
+		return fail(errdefs.ErrFailedPrecondition, errors.New("task is stopped"))
+	case sb.Paused():
+		return fail(errdefs.ErrFailedPrecondition, errors.New("sandbox is paused"))
+	}
+	if err := p.Claim(); err != nil {
+		return fail(errdefs.ErrFailedPrecondition, err)
+	}
+	sb.buildWorkspaceNow()
+	ws, err := sb.waitWorkspace(ctx)
+	if err != nil {
+		p.Abandon()
+		return fail(nil, err)
+	}
+	running, err := ws.Exec(p, e.request, sb.execExited)
+	if err != nil {
+		p.Abandon()
+		return fail(nil, err)
+	}
+	sb.mu.Lock()
+	e.running = running
+	sb.mu.Unlock()
+	return p, nil
+}
+
+func (sb *Sandbox) execExited(p *process.Process) {
+	if sb.events.OnExit != nil {
+		sb.events.OnExit(sb, p)
+	}
+}
+
+// DeleteExec forgets a stopped (or never started) exec.
+func (sb *Sandbox) DeleteExec(execID string) (*process.Process, error) {
+	e, err := sb.exec(execID)
+	if err != nil {
+		return nil, err
+	}
+	p := e.process
+	if st := p.Status(); st == process.Running || st == process.Starting {
+		return nil, fmt.Errorf("sandbox %s: exec %q: %w: still %s", sb.ID, execID, errdefs.ErrFailedPrecondition, st)
+	}
+	sb.mu.Lock()
+	delete(sb.execs, execID)
+	running := e.running
+	sb.mu.Unlock()
+	p.Close()
+	if running != nil {
+		running.Release()
+	}
+	return p, nil
+}
+
+// ExecIDs maps live exec pids to their ids.
+func (sb *Sandbox) ExecIDs() map[int]string {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	m := map[int]string{}
+	for id, e := range sb.execs {
+		if pid := e.process.Pid(); pid != 0 {
+			m[pid] = id
+		}
+	}
+	return m
+}
+
+// runningExecs are the execs that have not exited.
+func (sb *Sandbox) runningExecs() []*process.Process {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	var running []*process.Process
+	for _, e := range sb.execs {
+		if e.process.Status() == process.Running {
+			running = append(running, e.process)
+		}
+	}
+	return running
+}

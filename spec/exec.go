@@ -1,0 +1,166 @@
+package spec
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// ExecRequest is one command for a waiter in a user container: everything
+// the waiter applies before it execs, built here from the caller's process
+// spec and sent as it is (see Encode). Nothing else decides the identity,
+// limits or environment of user code.
+type ExecRequest struct {
+	Args []string
+	Env  []string
+	// Cwd is the working directory; "" means /.
+	Cwd      string
+	Rlimits  []Rlimit
+	Identity Identity
+	Terminal bool
+	// ConsoleWidth and ConsoleHeight size a terminal; 0 keeps the default.
+	ConsoleWidth, ConsoleHeight uint16
+}
+
+// Identity is who user code runs as: never uid 0, gid 0 or group 0.
+type Identity struct {
+	UID, GID uint32
+	// AdditionalGids are the supplementary groups (setgroups).
+	AdditionalGids []uint32
+}
+
+// Rlimit is one resource limit (RLIMIT_* number) the exec gets.
+type Rlimit struct {
+	Type       int
+	Soft, Hard uint64
+}
+
+// ExecRequestVersion is the layout Encode writes and the reaper reads.
+const ExecRequestVersion = 3
+
+// MaxExecRequest is the most one encoded request may take (the reaper's
+// buffer): arguments, environment and cwd together, as much as the
+// kernel's ARG_MAX allows an exec.
+const MaxExecRequest = 4<<20 - 1
+
+// Limits of the layout that the reaper checks as well.
+const (
+	maxRequestRlimits = 64
+	maxRequestGroups  = 64
+)
+
+// Encode lays the request out as the reaper reads it (libexec/reaper,
+// wait_exec), in the host's byte order:
+//
+//	u32 version (3), u32 flags (1 = terminal), u16 rows, u16 cols,
+//	u32 uid, u32 gid, u32 argc, u32 envc, u32 nrlimits, u32 ngroups,
+//	nrlimits x (u32 resource, u32 pad, u64 soft, u64 hard),
+//	ngroups x u32 gid,
+//	NUL-terminated cwd, argv[argc], envp[envc].
+//
+// It refuses what no waiter could run, so a bad request costs no waiter.
+func (r ExecRequest) Encode() ([]byte, error) {
+	if len(r.Args) == 0 {
+		return nil, errors.New("process has no args")
+	}
+	id := r.Identity
+	if id.UID == 0 || id.GID == 0 {
+		return nil, fmt.Errorf("refusing to run user code as root (uid %d, gid %d)", id.UID, id.GID)
+	}
+	if slices.Contains(id.AdditionalGids, 0) {
+		return nil, errors.New("refusing to run user code in group 0")
+	}
+	if len(id.AdditionalGids) > maxRequestGroups {
+		return nil, fmt.Errorf("%d supplementary groups, more than the %d an exec may have", len(id.AdditionalGids), maxRequestGroups)
+	}
+	if len(r.Rlimits) > maxRequestRlimits {
+		return nil, fmt.Errorf("%d rlimits, more than %d", len(r.Rlimits), maxRequestRlimits)
+	}
+	cwd := r.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	var flags uint32
+	if r.Terminal {
+		flags = 1
+	}
+	var b bytes.Buffer
+	put := func(vs ...any) {
+		for _, v := range vs {
+			_ = binary.Write(&b, binary.NativeEndian, v)
+		}
+	}
+	put(uint32(ExecRequestVersion), flags, r.ConsoleHeight, r.ConsoleWidth,
+		id.UID, id.GID, uint32(len(r.Args)), uint32(len(r.Env)), uint32(len(r.Rlimits)), uint32(len(id.AdditionalGids)))
+	for _, l := range r.Rlimits {
+		if l.Soft > l.Hard {
+			return nil, fmt.Errorf("rlimit %d: soft limit %d above hard limit %d", l.Type, l.Soft, l.Hard)
+		}
+		put(uint32(l.Type), uint32(0), l.Soft, l.Hard)
+	}
+	for _, g := range id.AdditionalGids {
+		put(g)
+	}
+	for _, s := range append(append([]string{cwd}, r.Args...), r.Env...) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return nil, errors.New("argument, environment or cwd contains a NUL byte")
+		}
+		b.WriteString(s)
+		b.WriteByte(0)
+	}
+	if b.Len() > MaxExecRequest {
+		return nil, fmt.Errorf("arguments and environment take %d bytes, more than the %d an exec may carry", b.Len(), MaxExecRequest)
+	}
+	return b.Bytes(), nil
+}
+
+// WorkspaceExec converts a containerd exec into a request for a workspace
+// waiter: whatever the caller asked, it runs as the workspace user (its
+// uid and gid; the spec's supplementary groups but group 0), with no
+// capabilities, no_new_privs (the waiter's) and no core dumps. base is the
+// bundle's (control plane's) process: containerd builds an exec's spec from
+// it, so its env entries arrive in every exec and are dropped (see
+// workspaceEnv).
+func WorkspaceExec(p *specs.Process, base *specs.Process, st Settings) (ExecRequest, error) {
+	if p == nil {
+		return ExecRequest{}, errors.New("no process spec")
+	}
+	if len(p.Args) == 0 {
+		return ExecRequest{}, errors.New("process has no args")
+	}
+	req := ExecRequest{
+		Args:     p.Args,
+		Env:      workspaceEnv(p.Env, base, st.UserEnv),
+		Cwd:      p.Cwd,
+		Identity: Identity{UID: st.UID, GID: st.GID, AdditionalGids: userGroups(p.User.AdditionalGids, st.GID)},
+		Terminal: p.Terminal,
+	}
+	if p.ConsoleSize != nil {
+		req.ConsoleWidth, req.ConsoleHeight = uint16(p.ConsoleSize.Width), uint16(p.ConsoleSize.Height)
+	}
+	for _, r := range workspaceRlimits(p) {
+		rl, err := convertRlimit(r)
+		if err != nil {
+			return ExecRequest{}, err
+		}
+		req.Rlimits = append(req.Rlimits, Rlimit{Type: rl.Type, Soft: rl.Soft, Hard: rl.Hard})
+	}
+	return req, nil
+}
+
+// userGroups keeps every supplementary group but 0 (root's group would
+// open root-group files) and the primary gid, once each, in order.
+func userGroups(gids []uint32, primary uint32) []uint32 {
+	var out []uint32
+	for _, g := range gids {
+		if g != 0 && g != primary && !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
