@@ -63,8 +63,9 @@ type Process struct {
 	// startDone is closed when Start or StartIn returned: an exit seen
 	// before must wait for stdio to be in place.
 	startDone chan struct{}
-	startOnce sync.Once
-	onExit    func(*Process)
+	startOnce  sync.Once
+	onExit     func(*Process)
+	beforeExit func()
 }
 
 func (p *Process) setIO(io *stdio) {
@@ -180,12 +181,24 @@ func (p *Process) exitedWith(ps *os.ProcessState) {
 		io.wait()
 	}
 	p.mu.Lock()
-	onExit := p.onExit
+	onExit, beforeExit := p.onExit, p.beforeExit
 	p.mu.Unlock()
+	if beforeExit != nil {
+		beforeExit()
+	}
 	p.setExited(status)
 	if onExit != nil {
 		onExit(p)
 	}
+}
+
+// BeforeExit sets f to run once the process exited, before its exit is
+// recorded: a task's init is not reported exited (Wait, State, the exit
+// event) while processes that die with it still run, as containerd expects.
+func (p *Process) BeforeExit(f func()) {
+	p.mu.Lock()
+	p.beforeExit = f
+	p.mu.Unlock()
 }
 
 func (p *Process) setExited(status int) {

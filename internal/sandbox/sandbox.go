@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
@@ -219,6 +220,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		execs:     map[string]*containerdExec{},
 	}
 	p := process.New(cfg.ID, cfg.Stdio)
+	p.BeforeExit(sb.endWithInit)
 	if err := p.Start(c.Start, controlPlane.Init, sb.initExited); err != nil {
 		return nil, fail(nil, fmt.Errorf("start init %q: %w", s.Process.Args[0], err))
 	}
@@ -253,21 +255,30 @@ func (sb *Sandbox) watchOOM(p string) {
 	}
 }
 
-// initExited runs when the control plane's init exits: the sandbox lives
-// as long as its control plane, so the workspace goes with it, and its
-// execs' exits are reported before the init's, as containerd expects.
-func (sb *Sandbox) initExited(p *process.Process) {
+// endWithInit runs when the control plane's init exited, before that is
+// recorded: the sandbox lives as long as its control plane, so the
+// workspace goes with it, and its execs' exits are reported before the
+// init's, as containerd expects.
+func (sb *Sandbox) endWithInit() {
 	started := sb.Started()
 	sb.stop()
 	if started {
 		<-sb.workspace.ready
 		if ws := sb.workspace.container; ws != nil {
 			ws.Kill()
+			ws.WaitStopped(workspaceStopTimeout)
 		}
 	}
 	for _, e := range sb.runningExecs() {
 		<-e.Done()
 	}
+}
+
+// workspaceStopTimeout bounds the wait for a killed workspace's reaper.
+const workspaceStopTimeout = 5 * time.Second
+
+// initExited reports the init's exit, the sandbox's last.
+func (sb *Sandbox) initExited(p *process.Process) {
 	if sb.events.OnExit != nil {
 		sb.events.OnExit(sb, p)
 	}

@@ -194,6 +194,18 @@ func (c *Container) Kill() {
 	}
 }
 
+// WaitStopped waits up to timeout for the reaper, and so the container's
+// PID namespace, to be gone after Kill.
+func (c *Container) WaitStopped(timeout time.Duration) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.reaper.Done():
+	case <-t.C:
+		log.L.WithField("id", c.cfg.SandboxID).Warnf("%s still running %v after kill", c.cfg.ID, timeout)
+	}
+}
+
 // Destroy kills what still runs and removes the container and its cgroup.
 func (c *Container) Destroy() error {
 	c.waiters.Close()
