@@ -200,6 +200,35 @@ func (s *service) onOOM(sb *sandbox.Sandbox) {
 	s.send(&eventstypes.TaskOOM{ContainerID: sb.ID})
 }
 
+// ignoredOptions logs once per shim that runc's own options do not apply.
+var ignoredOptions sync.Once
+
+// checkOptions reads the runc shim's options, which containerd and CRI
+// hand every runtime: the systemd cgroup driver is refused (cgroupsPath
+// must be a cgroupfs path), and runc-specific ones are ignored, logged.
+func checkOptions(ctx context.Context, r *taskAPI.CreateTaskRequest) error {
+	if r.Options == nil {
+		return nil
+	}
+	v, err := typeurl.UnmarshalAny(r.Options)
+	if err != nil {
+		return fmt.Errorf("sandbox %s: %w: task options: %w", r.ID, errdefs.ErrInvalidArgument, err)
+	}
+	opts, ok := v.(*options.Options)
+	if !ok {
+		return nil
+	}
+	if opts.SystemdCgroup {
+		return fmt.Errorf("sandbox %s: %w: SystemdCgroup = true: the systemd cgroup driver is not supported by io.sandbox.v1; use the cgroupfs driver", r.ID, errdefs.ErrInvalidArgument)
+	}
+	if opts.BinaryName != "" || opts.Root != "" {
+		ignoredOptions.Do(func() {
+			log.G(ctx).WithField("id", r.ID).Warnf("runc options BinaryName=%q Root=%q are ignored: io.sandbox.v1 runs libcontainer in-process and keeps its state in the bundle", opts.BinaryName, opts.Root)
+		})
+	}
+	return nil
+}
+
 // Create builds the sandbox and its (not yet started) init.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
 	s.lifecycle.Lock()
@@ -212,6 +241,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	s.mu.Unlock()
 	if exists {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrAlreadyExists, "sandbox %s already exists", r.ID)
+	}
+	if err := checkOptions(ctx, r); err != nil {
+		return nil, errgrpc.ToGRPC(err)
 	}
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
