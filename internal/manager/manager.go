@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/sandbox"
@@ -177,10 +178,20 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	}, nil
 }
 
-// Info describes the runtime to containerd.
+// Info describes the runtime to containerd, with the OCI features that
+// containerd and CRI consult (rro mounts, user namespaces, idmap mounts).
+// It queries nothing slow and fails for nothing optional: without features
+// containerd still runs tasks, so a marshalling failure only loses them.
 func (m manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {
-	return &types.RuntimeInfo{
+	info := &types.RuntimeInfo{
 		Name:    m.name,
 		Version: &types.RuntimeVersion{Version: Version},
-	}, nil
+	}
+	feat, err := typeurl.MarshalAnyToProto(ociFeatures())
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("marshal OCI features")
+		return info, nil
+	}
+	info.Features = feat
+	return info, nil
 }
