@@ -148,7 +148,8 @@ func (m manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *b
 }
 
 // Stop runs as the shim's delete action after the shim died: it removes
-// whatever the sandbox left behind.
+// whatever the sandbox left behind and reports the init's exit, which
+// containerd publishes as the task's exit.
 func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -172,10 +173,26 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 			_ = shim.RemoveSocket(bs.Address)
 		}
 	}
+	return deadShimStatus(ctx, id, bundle), nil
+}
+
+// deadShimStatus is the init's exit as the dead shim recorded it in the
+// bundle. With none recorded the init still ran when its shim died, and
+// the cleanup just killed it: 128+SIGKILL now, with its recorded pid (0 if
+// it never started), as the runc shim reports it.
+func deadShimStatus(ctx context.Context, id, bundle string) shim.StopStatus {
+	rec, err := sandbox.ReadInitRecord(bundle)
+	if err != nil {
+		log.G(ctx).WithError(fmt.Errorf("sandbox %s: %w", id, err)).Warn("read the init's record")
+	}
+	if e := rec.Exit; e != nil {
+		return shim.StopStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.ExitedAt}
+	}
 	return shim.StopStatus{
+		Pid:        rec.Pid,
 		ExitedAt:   time.Now(),
 		ExitStatus: 128 + int(unix.SIGKILL),
-	}, nil
+	}
 }
 
 // Info describes the runtime to containerd, with the OCI features that

@@ -243,6 +243,7 @@ func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Proc
 		return nil, fail(nil, fmt.Errorf("start init %q: %w", s.Process.Args[0], err))
 	}
 	sb.init = p
+	sb.recordInitPid() // for the delete action after a shim crash (exitstatus.go)
 	return sb, nil
 }
 
@@ -250,6 +251,7 @@ func Create(ctx context.Context, cfg Config, onExit func(*Sandbox, *process.Proc
 // as long as its control plane, so the workspace goes with it, and its
 // execs' exits are reported before the init's, as containerd expects.
 func (sb *Sandbox) initExited(p *process.Process) {
+	sb.recordInitExit(p) // final now, even if this shim dies before it reports it (exitstatus.go)
 	sb.mu.Lock()
 	started := sb.started
 	sb.mu.Unlock()
