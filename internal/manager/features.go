@@ -21,14 +21,14 @@ import (
 // runcModule is the module whose libcontainer runs the containers.
 const runcModule = "github.com/opencontainers/runc"
 
-// unsupportedNamespaces are namespaces libcontainer knows that a bundle may
-// not ask this shim for, with the reason.
-var unsupportedNamespaces = map[string]string{
+// unsupportedNamespaces are namespaces libcontainer knows that this shim
+// cannot give a bundle.
+var unsupportedNamespaces = []string{
 	// The workspace refuses a bundle's user namespace (spec.WorkspaceSpec).
-	string(specs.UserNamespace): "refused by the workspace",
-	// The workspace gets none: with time offsets it cannot even be built,
-	// so every exec would fail.
-	string(specs.TimeNamespace): "not shared with the workspace",
+	string(specs.UserNamespace),
+	// The workspace gets none: user code would not see the offsets, and
+	// with offsets the workspace cannot even be built, so no exec runs.
+	string(specs.TimeNamespace),
 }
 
 // ociFeatures is what `runc features` reports, cut down to what this shim
@@ -105,8 +105,7 @@ func buildFeatures(sc *features.Seccomp, libseccompVersion, runcVersion string) 
 // supportedNamespaces drops unsupportedNamespaces from known.
 func supportedNamespaces(known []string) []string {
 	return slices.DeleteFunc(slices.Clone(known), func(ns string) bool {
-		_, unsupported := unsupportedNamespaces[ns]
-		return unsupported
+		return slices.Contains(unsupportedNamespaces, ns)
 	})
 }
 
