@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/sandbox"
@@ -147,7 +148,8 @@ func (m manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *b
 }
 
 // Stop runs as the shim's delete action after the shim died: it removes
-// whatever the sandbox left behind.
+// whatever the sandbox left behind and reports the init's exit, which
+// containerd publishes as the task's exit.
 func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -171,16 +173,42 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 			_ = shim.RemoveSocket(bs.Address)
 		}
 	}
-	return shim.StopStatus{
-		ExitedAt:   time.Now(),
-		ExitStatus: 128 + int(unix.SIGKILL),
-	}, nil
+	return deadShimStatus(ctx, id, bundle), nil
 }
 
-// Info describes the runtime to containerd.
+// deadShimStatus is the init's exit as the dead shim recorded it in the
+// bundle. With none recorded the init still ran when its shim died, and
+// the cleanup just killed it: 128+SIGKILL now, with its recorded pid (0 if
+// it never started), as the runc shim reports it.
+func deadShimStatus(ctx context.Context, id, bundle string) shim.StopStatus {
+	rec, err := sandbox.ReadInitRecord(bundle)
+	if err != nil {
+		log.G(ctx).WithError(fmt.Errorf("sandbox %s: %w", id, err)).Warn("read the init's record")
+	}
+	if e := rec.Exit; e != nil {
+		return shim.StopStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.ExitedAt}
+	}
+	return shim.StopStatus{
+		Pid:        rec.Pid,
+		ExitedAt:   time.Now(),
+		ExitStatus: 128 + int(unix.SIGKILL),
+	}
+}
+
+// Info describes the runtime to containerd, with the OCI features that
+// containerd and CRI consult (rro mounts, user namespaces, idmap mounts).
+// It queries nothing slow and fails for nothing optional: without features
+// containerd still runs tasks, so a marshalling failure only loses them.
 func (m manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {
-	return &types.RuntimeInfo{
+	info := &types.RuntimeInfo{
 		Name:    m.name,
 		Version: &types.RuntimeVersion{Version: Version},
-	}, nil
+	}
+	feat, err := typeurl.MarshalAnyToProto(ociFeatures())
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("marshal OCI features")
+		return info, nil
+	}
+	info.Features = feat
+	return info, nil
 }

@@ -225,6 +225,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		return nil, fail(nil, fmt.Errorf("start init %q: %w", s.Process.Args[0], err))
 	}
 	sb.init = p
+	sb.recordInitPid() // for the delete action after a shim crash (exitstatus.go)
 	// The init waits on the exec FIFO: its namespaces are there to hold.
 	ns, err := openNamespaces(p.Pid())
 	if err != nil {
@@ -279,6 +280,7 @@ const workspaceStopTimeout = 5 * time.Second
 
 // initExited reports the init's exit, the sandbox's last.
 func (sb *Sandbox) initExited(p *process.Process) {
+	sb.recordInitExit(p) // final now, even if this shim dies before it reports it (exitstatus.go)
 	if sb.events.OnExit != nil {
 		sb.events.OnExit(sb, p)
 	}
