@@ -15,7 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -140,11 +144,48 @@ func (m manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *b
 		}
 	}()
 	go func() { _ = cmd.Wait() }()
+	if err := joinShimCgroup(opts, cmd.Process.Pid); err != nil {
+		return nil, fmt.Errorf("shim for %s: %w", id, err)
+	}
 	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
 		return nil, fmt.Errorf("adjust shim OOM score for %s: %w", id, err)
 	}
 	result.Address = s.addr
 	return result, nil
+}
+
+// joinShimCgroup moves the shim server into the cgroup the task options
+// name (containerd's WithShimCgroup, CRI's shim cgroup), as the runc shim
+// does: the options are the runc shim's, which containerd hands every
+// runtime.
+func joinShimCgroup(opts *bootapi.BootstrapParams, pid int) error {
+	var runcOptions options.Options
+	found, err := opts.FindExtension(&runcOptions)
+	if err != nil {
+		return fmt.Errorf("read task options: %w", err)
+	}
+	path := runcOptions.GetShimCgroup()
+	if !found || path == "" {
+		return nil
+	}
+	if cgroups.Mode() == cgroups.Unified {
+		cg, err := cgroupsv2.Load(path)
+		if err != nil {
+			return fmt.Errorf("load shim cgroup %s: %w", path, err)
+		}
+		if err := cg.AddProc(uint64(pid)); err != nil {
+			return fmt.Errorf("join shim cgroup %s: %w", path, err)
+		}
+		return nil
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
+	if err != nil {
+		return fmt.Errorf("load shim cgroup %s: %w", path, err)
+	}
+	if err := cg.AddProc(uint64(pid)); err != nil {
+		return fmt.Errorf("join shim cgroup %s: %w", path, err)
+	}
+	return nil
 }
 
 // Stop runs as the shim's delete action after the shim died: it removes
