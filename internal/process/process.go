@@ -62,7 +62,7 @@ type Process struct {
 	done       chan struct{}
 	// startDone is closed when Start or StartIn returned: an exit seen
 	// before must wait for stdio to be in place.
-	startDone chan struct{}
+	startDone  chan struct{}
 	startOnce  sync.Once
 	onExit     func(*Process)
 	beforeExit func()
