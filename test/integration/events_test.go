@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -10,8 +12,12 @@ import (
 	"time"
 
 	eventtypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
+	"golang.org/x/sys/unix"
 )
 
 // taskEvent is one decoded /tasks/ event of the container under test.
@@ -228,4 +234,74 @@ func TestOOMEvent(t *testing.T) {
 			t.Fatalf("hog exit code %d, want 137", st.ExitCode())
 		}
 	})
+}
+
+// unreadFIFOs is a cio.IO whose stdout and stderr FIFOs nobody opens until
+// release: a shim that opens its writer blocking (as both shims do) is held
+// in that exec's Start meanwhile.
+type unreadFIFOs struct{ cfg cio.Config }
+
+func (u *unreadFIFOs) Config() cio.Config { return u.cfg }
+func (u *unreadFIFOs) Cancel()            {}
+func (u *unreadFIFOs) Wait()              {}
+func (u *unreadFIFOs) Close() error       { return nil }
+
+// release opens the read sides, letting a blocked Start go on.
+func (u *unreadFIFOs) release(t *testing.T) {
+	for _, p := range []string{u.cfg.Stdout, u.cfg.Stderr} {
+		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
+		if err != nil {
+			t.Errorf("open %s: %v", p, err)
+			continue
+		}
+		t.Cleanup(func() { f.Close() })
+	}
+}
+
+func newUnreadFIFOs(t *testing.T) *unreadFIFOs {
+	dir := t.TempDir()
+	u := &unreadFIFOs{cfg: cio.Config{Stdout: filepath.Join(dir, "stdout"), Stderr: filepath.Join(dir, "stderr")}}
+	for _, p := range []string{u.cfg.Stdout, u.cfg.Stderr} {
+		if err := unix.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return u
+}
+
+// TestExitEventNotHeldBySlowStart: while one exec's Start hangs (its
+// output FIFOs are not opened), another exec's exit is still published at
+// once: exits wait only for their own start event, never for another
+// process' Start.
+func TestExitEventNotHeldBySlowStart(t *testing.T) {
+	ctx := testCtx(t)
+	task, _ := runningContainer(t)
+	events := subscribe(t, task.ID())
+	// Warm up: the first exec waits for the workspace build.
+	if out, _, code := runExec(t, ctx, task, "warm", "echo", "ok"); code != 0 || out != "ok\n" {
+		t.Fatalf("warm-up exec: %q %d", out, code)
+	}
+	_, shortExit := startExec(t, ctx, task, "short", nullIO(), false, "sleep", "1")
+	fifos := newUnreadFIFOs(t)
+	slow, err := task.Exec(ctx, "slow", processSpec(t, ctx, task, false, "true"), func(string) (cio.IO, error) { return fifos, nil })
+	if err != nil {
+		t.Fatalf("exec slow: %v", err)
+	}
+	slowDone := make(chan error, 1)
+	go func() { slowDone <- slow.Start(ctx) }()
+	started := time.Now()
+	waitExit(t, shortExit, stepTimeout)
+	events.wait(t, "/tasks/exit", func(v any) bool { return v.(*eventtypes.TaskExit).ID == "short" }, 3*time.Second)
+	if d := time.Since(started); d > 3*time.Second {
+		t.Fatalf("exit event of a 1 s exec took %v while another Start hung", d)
+	}
+	fifos.release(t)
+	select {
+	case <-slowDone:
+	case <-time.After(stepTimeout):
+		t.Fatal("the held Start never returned")
+	}
+	if _, err := slow.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		t.Errorf("delete slow exec: %v", err)
+	}
 }
