@@ -43,7 +43,7 @@ const (
 // from anything else: pooled execs waiting for a request, and libcontainer's
 // init (the shim binary) while it sets one up.
 func workspaceMachinery(cmdline string) bool {
-	return strings.HasPrefix(cmdline, reaperCmdline+" --wait-exec ") ||
+	return strings.TrimSpace(cmdline) == reaperCmdline+" --wait-exec" ||
 		cmdline == "containerd-shim-sandbox-v1 init" // no host path
 }
 
