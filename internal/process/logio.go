@@ -47,6 +47,10 @@ const (
 	// loggerReadyTimeout bounds the wait for a logging binary's readiness
 	// (the runc shim waits forever): a stuck logger fails the create.
 	loggerReadyTimeout = 10 * time.Second
+	// loggerExitCheck is how long a plain binary logger that closed its
+	// readiness pipe without a byte is watched for an exit status: only
+	// loggers predating containerd's logging.Run do that, or dying ones.
+	loggerExitCheck = 100 * time.Millisecond
 	// loggerEOFGrace is how long a logger may take to finish on its own
 	// once its streams closed, before it is asked to stop.
 	loggerEOFGrace = 2 * time.Second
@@ -295,7 +299,7 @@ func (l *logger) waitReady(ready *os.File, strict bool) error {
 		return fmt.Errorf("%w: log URI %s: logging binary did not signal ready within %v%s", errdefs.ErrFailedPrecondition, l.uri, loggerReadyTimeout, l.stderrTail())
 	case err != nil && err != io.EOF:
 		return fmt.Errorf("%w: log URI %s: wait for logging binary: %w", errdefs.ErrFailedPrecondition, l.uri, err)
-	case n == 0 && (strict || l.failed()):
+	case n == 0 && (strict || l.failedAtStart()):
 		// Ended already, or closed its end without the byte.
 		_ = l.cmd.Process.Kill()
 		<-l.done
@@ -304,13 +308,15 @@ func (l *logger) waitReady(ready *os.File, strict bool) error {
 	return nil
 }
 
-// failed tells whether the logger already exited with an error: a plain
-// binary logger that dies shows the same EOF as one that is ready.
-func (l *logger) failed() bool {
+// failedAtStart tells whether a plain binary logger whose fd 5 reached EOF
+// died instead of closing it: both look the same on the pipe, so the
+// logger gets loggerExitCheck to show an exit status. One that is still
+// running, or exited cleanly, counts as ready, as in the runc shim.
+func (l *logger) failedAtStart() bool {
 	select {
 	case <-l.done:
 		return l.waitErr != nil
-	default:
+	case <-time.After(loggerExitCheck):
 		return false
 	}
 }

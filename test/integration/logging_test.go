@@ -158,23 +158,83 @@ func TestLogBinaryTerminal(t *testing.T) {
 	}
 }
 
+// TestLogFileTerminal: a terminal's output goes to a file:// log too (the
+// runc shim takes the URI for a FIFO path then).
+func TestLogFileTerminal(t *testing.T) {
+	skipUnderRunc(t, "no file:// log with a terminal")
+	ctx := testCtx(t)
+	path := filepath.Join(t.TempDir(), "tty.log")
+	u, err := url.Parse("file://" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newContainer(t, ctx, newID(t), oci.WithTTY, oci.WithProcessArgs("sh", "-c", "echo hello-tty; echo tty-stderr >&2"))
+	task, exitCh := startTask(t, ctx, c, cio.TerminalLogURI(u))
+	if st := waitExit(t, exitCh, stepTimeout); st.ExitCode() != 0 {
+		t.Fatalf("exit code %d", st.ExitCode())
+	}
+	deleteProcess(t, ctx, task)
+	if got, want := readFile(t, path), "hello-tty\r\ntty-stderr\r\n"; got != want {
+		t.Fatalf("log file holds %q, want %q", got, want)
+	}
+}
+
+// TestLogURICtr: `ctr run --log-uri`, with a file and with a logging
+// binary.
+func TestLogURICtr(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, uri   string
+		out, errOut string // the files to read
+	}{
+		{"file", "file://" + filepath.Join(dir, "ctr.log"), filepath.Join(dir, "ctr.log"), filepath.Join(dir, "ctr.log")},
+		{"binary", loggerURI(t, "binary", dir), filepath.Join(dir, "stdout"), filepath.Join(dir, "stderr")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			id := newID(t)
+			d.CleanupContainer(t, id)
+			args := append([]string{"run", "--rm", "--runtime", runtimeName, "--log-uri", tc.uri, harness.Image, id}, helloBothToFile()...)
+			cmd := d.Ctr(ctx, args...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("ctr run: %v: %s", err, out)
+			}
+			if out := readFile(t, tc.out); !strings.Contains(out, "hello-stdout\n") {
+				t.Fatalf("stdout not in %s: %q", tc.out, out)
+			}
+			if out := readFile(t, tc.errOut); !strings.Contains(out, "hello-stderr\n") {
+				t.Fatalf("stderr not in %s: %q", tc.errOut, out)
+			}
+			assertLoggerGone(t, dir, 0)
+		})
+	}
+}
+
 // TestLogBadURI: an unknown scheme, a missing logging binary or one that
 // exits before it is ready fail the task's creation with an error naming the
 // URI, and leave no logger behind; the runtime keeps serving.
 func TestLogBadURI(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		uri   func(t *testing.T, dir string) string
-		words []string // named by the error under either runtime
-		code  func(error) bool
+		name        string
+		uri         func(t *testing.T, dir string) string
+		words       []string // named by the error under either runtime
+		code        func(error) bool
+		sandboxOnly string // why the runc shim accepts it
 	}{
-		{"unknown-scheme", func(*testing.T, string) string { return "nosuch:///var/log/x" }, []string{"nosuch"}, errdefs.IsInvalidArgument},
-		{"missing-binary", func(*testing.T, string) string { return "binary:///no/such/logger?a=b" }, []string{"/no/such/logger"}, errdefs.IsFailedPrecondition},
+		{"unknown-scheme", func(*testing.T, string) string { return "nosuch:///var/log/x" }, []string{"nosuch"}, errdefs.IsInvalidArgument, ""},
+		{"missing-binary", func(*testing.T, string) string { return "binary:///no/such/logger?a=b" }, []string{"/no/such/logger"}, errdefs.IsFailedPrecondition, ""},
 		{"not-ready", func(t *testing.T, dir string) string {
 			return loggerURI(t, "binary-v2", dir, "mode", "exit-before-ready")
-		}, nil, errdefs.IsFailedPrecondition},
+		}, nil, errdefs.IsFailedPrecondition, ""},
+		{"died-at-start", func(t *testing.T, dir string) string {
+			return loggerURI(t, "binary", dir, "mode", "exit-before-ready")
+		}, []string{"exiting before ready, as asked"}, errdefs.IsFailedPrecondition, "a plain binary logger's exit counts as ready"},
+		{"file-with-host", func(*testing.T, string) string { return "file://somehost/var/log/x" }, nil, errdefs.IsInvalidArgument, "it writes to /var/log/x"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.sandboxOnly != "" {
+				skipUnderRunc(t, tc.sandboxOnly)
+			}
 			ctx := testCtx(t)
 			dir := t.TempDir()
 			uri := tc.uri(t, dir)
