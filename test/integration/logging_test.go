@@ -271,10 +271,11 @@ func TestLogBadURIExec(t *testing.T) {
 	for i, tc := range []struct {
 		uri   func(dir string) string
 		words []string
+		code  func(error) bool
 	}{
-		{func(string) string { return "nosuch:///var/log/x" }, []string{"nosuch"}},
-		{func(string) string { return "binary:///no/such/logger" }, []string{"/no/such/logger"}},
-		{func(dir string) string { return loggerURI(t, "binary-v2", dir, "mode", "exit-before-ready") }, nil},
+		{func(string) string { return "nosuch:///var/log/x" }, []string{"nosuch"}, errdefs.IsInvalidArgument},
+		{func(string) string { return "binary:///no/such/logger" }, []string{"/no/such/logger"}, errdefs.IsFailedPrecondition},
+		{func(dir string) string { return loggerURI(t, "binary-v2", dir, "mode", "exit-before-ready") }, nil, errdefs.IsFailedPrecondition},
 	} {
 		dir := t.TempDir()
 		uri := tc.uri(dir)
@@ -289,6 +290,9 @@ func TestLogBadURIExec(t *testing.T) {
 		t.Logf("error: %v", err)
 		if !isRunc() {
 			errNames(t, err, "exec with log URI", uri)
+			if !tc.code(err) {
+				t.Fatalf("error code: %v", err)
+			}
 		}
 		assertLoggerGone(t, dir, 5*time.Second)
 		var zombies []string
