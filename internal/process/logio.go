@@ -136,11 +136,11 @@ func (s *stdio) openLog() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	errOut, err := parseOutput(s.cfg.Stderr)
-	if err != nil {
-		return false, err
-	}
 	if out.scheme == schemeFIFO {
+		errOut, err := parseOutput(s.cfg.Stderr)
+		if err != nil {
+			return false, err
+		}
 		if errOut.scheme != schemeFIFO {
 			return false, fmt.Errorf("%w: stderr is the log URI %s but stdout is %q: a log URI must be stdout's", errdefs.ErrInvalidArgument, errOut.raw, out.raw)
 		}
@@ -148,7 +148,8 @@ func (s *stdio) openLog() (bool, error) {
 		return false, nil
 	}
 	// Both streams go to the log, as in the runc shim, whatever stderr
-	// said; makePipes then gives the process a stderr pipe too.
+	// said (containerd sends the same URI); makePipes then gives the
+	// process a stderr pipe too.
 	s.cfg.Stderr = s.cfg.Stdout
 	switch out.scheme {
 	case schemeFile:
@@ -216,8 +217,8 @@ type logger struct {
 // URI's query as arguments, CONTAINER_ID and CONTAINER_NAMESPACE as the
 // whole environment, stdout's pipe on fd 3, stderr's on fd 4 and a pipe on
 // fd 5 that the logger writes a byte to or closes once it is ready
-// (containerd's logging.Run does both). Without a terminal the process has
-// no stderr of its own to send: fd 4 then only reaches EOF.
+// (containerd's logging.Run does both). With a terminal the process has
+// one stream: fd 4 then only reaches EOF.
 func startLogger(o output, id string, terminal bool) (_ *logger, retErr error) {
 	ns := namespace()
 	if ns == "" {
@@ -300,10 +301,14 @@ func (l *logger) waitReady(ready *os.File, strict bool) error {
 	case err != nil && err != io.EOF:
 		return fmt.Errorf("%w: log URI %s: wait for logging binary: %w", errdefs.ErrFailedPrecondition, l.uri, err)
 	case n == 0 && (strict || l.failedAtStart()):
-		// Ended already, or closed its end without the byte.
-		_ = l.cmd.Process.Kill()
-		<-l.done
-		return fmt.Errorf("%w: log URI %s: logging binary exited before it was ready (%v)%s", errdefs.ErrFailedPrecondition, l.uri, l.waitErr, l.stderrTail())
+		select {
+		case <-l.done:
+			return fmt.Errorf("%w: log URI %s: logging binary exited before it was ready (%v)%s", errdefs.ErrFailedPrecondition, l.uri, l.waitErr, l.stderrTail())
+		default:
+			_ = l.cmd.Process.Kill()
+			<-l.done
+			return fmt.Errorf("%w: log URI %s: logging binary closed fd 5 without reporting ready (binary-v2 wants a byte)%s", errdefs.ErrFailedPrecondition, l.uri, l.stderrTail())
+		}
 	}
 	return nil
 }

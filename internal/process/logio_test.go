@@ -105,6 +105,26 @@ func TestLoggerRun(t *testing.T) {
 	}
 }
 
+// TestLoggerTerminated: a logger that does not end at EOF gets SIGTERM
+// after loggerEOFGrace, and Close returns once it was reaped.
+func TestLoggerTerminated(t *testing.T) {
+	t.Setenv("NAMESPACE", "unit-ns")
+	uri := shLogger(schemeBinary, "trap 'exit 0' TERM; exec 5>&-; while :; do sleep 0.1; done")
+	s := &stdio{cfg: Stdio{Stdout: uri, Stderr: uri, logID: "task-1"}}
+	if err := s.openFIFOs(); err != nil {
+		t.Fatal(err)
+	}
+	l := s.closers[0].(*logger)
+	start := time.Now()
+	s.close()
+	if took := time.Since(start); took < loggerEOFGrace || took > loggerEOFGrace+3*time.Second {
+		t.Errorf("close took %v, want a little over %v", took, loggerEOFGrace)
+	}
+	if l.cmd.ProcessState == nil || l.cmd.ProcessState.ExitCode() != 0 {
+		t.Fatalf("logger not ended by SIGTERM: %v", l.cmd.ProcessState)
+	}
+}
+
 func TestLoggerFailures(t *testing.T) {
 	t.Setenv("NAMESPACE", "unit-ns")
 	for _, c := range []struct {
@@ -112,7 +132,8 @@ func TestLoggerFailures(t *testing.T) {
 	}{
 		{"missing", "binary:///no/such/logger", "start logging binary"},
 		// binary-v2 needs the byte: closing fd 5 is not enough.
-		{"no-byte", shLogger(schemeBinaryV2, "exec 5>&-; sleep 30"), "exited before it was ready"},
+		{"no-byte", shLogger(schemeBinaryV2, "exec 5>&-; sleep 30"), "without reporting ready"},
+		{"exited", shLogger(schemeBinaryV2, "exit 0"), "ready"},
 		// A plain binary's EOF is readiness, unless the logger failed.
 		{"failed", shLogger(schemeBinary, "echo broken >&2; exit 7"), "broken"},
 	} {
