@@ -17,13 +17,17 @@ import (
 	"github.com/opencontainers/runc/libcontainer/utils"
 )
 
-// Stdio names the FIFOs containerd created for one process. An empty path
-// means that stream is not wanted.
+// Stdio names the FIFOs containerd created for one process, or a log URI
+// for its output (see logio.go). An empty path means that stream is not
+// wanted.
 type Stdio struct {
 	Stdin    string
 	Stdout   string
 	Stderr   string
 	Terminal bool
+
+	// logID is CONTAINER_ID for a logging binary; New sets it.
+	logID string
 }
 
 // ioWaitTimeout bounds how long an exit waits for output that stopped
@@ -173,6 +177,9 @@ func (s *stdio) openFIFOs() error {
 			return fmt.Errorf("open stdin fifo %s: %w", s.cfg.Stdin, err)
 		}
 		s.stdinCloser = sc
+	}
+	if logged, err := s.openLog(); logged || err != nil {
+		return err
 	}
 	for i, path := range []string{s.cfg.Stdout, s.cfg.Stderr} {
 		if path == "" || (s.cfg.Terminal && i == 1) {

@@ -83,6 +83,9 @@ func (p *Process) stdio() *stdio {
 // New prepares a process; nothing runs, and no stdio is opened, until it
 // starts (Start, or StartIn a pooled waiter).
 func New(id string, cfg Stdio) *Process {
+	// A logging binary knows the process by this id, as in the runc shim:
+	// the task id for the init, the exec id for an exec.
+	cfg.logID = id
 	return &Process{ID: id, Stdio: cfg, done: make(chan struct{}), startDone: make(chan struct{})}
 }
 
