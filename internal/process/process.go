@@ -53,6 +53,9 @@ type Process struct {
 
 	lp *libcontainer.Process
 	io *stdio
+	// waiterFiles are an exec's stdio ends for its waiter, from OpenStdio
+	// until StartIn sends them.
+	waiterFiles []*os.File
 
 	mu         sync.Mutex
 	status     Status

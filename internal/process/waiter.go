@@ -129,6 +129,12 @@ func (w *Waiter) take(p *Process) error {
 // error or, by closing the socket on exec, success. ErrWaiterGone leaves p
 // untouched for another waiter.
 func (p *Process) StartIn(w *Waiter, req []byte, onExit func(*Process)) (retErr error) {
+	p.mu.Lock()
+	io, child := p.io, p.waiterFiles
+	p.mu.Unlock()
+	if io == nil {
+		return errors.New("exec stdio not opened")
+	}
 	if err := w.take(p); err != nil {
 		return err
 	}
@@ -150,11 +156,9 @@ func (p *Process) StartIn(w *Waiter, req []byte, onExit func(*Process)) (retErr 
 			p.setExited(-1)
 		}
 	}()
-	io, child, err := newWaiterStdio(p.Stdio)
-	if err != nil {
-		return err
-	}
-	p.setIO(io)
+	p.mu.Lock()
+	p.waiterFiles = nil
+	p.mu.Unlock()
 	if !p.Stdio.Terminal {
 		io.copyPipes()
 	}
@@ -171,7 +175,7 @@ func (p *Process) StartIn(w *Waiter, req []byte, onExit func(*Process)) (retErr 
 	_ = unix.SetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, len(req)+64<<10)
 	tv := unix.NsecToTimeval(handshakeTimeout.Nanoseconds())
 	_ = unix.SetsockoptTimeval(sock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	err = unix.Sendmsg(sock, req, oob, nil, 0)
+	err := unix.Sendmsg(sock, req, oob, nil, 0)
 	io.closeChildFiles()
 	if err != nil {
 		return fmt.Errorf("send exec request: %w", err)
@@ -206,6 +210,20 @@ func (p *Process) StartIn(w *Waiter, req []byte, onExit func(*Process)) (retErr 
 			return fmt.Errorf("exec request: unexpected answer %q", msg)
 		}
 	}
+}
+
+// OpenStdio opens an exec's stdio (FIFOs or log URIs, and the pipes a
+// waiter gets) before a waiter is taken: a bad path or a client that never
+// opens its end costs no waiter, and a retry with another waiter reuses it.
+func (p *Process) OpenStdio() error {
+	io, child, err := newWaiterStdio(p.Stdio)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.io, p.waiterFiles = io, child
+	p.mu.Unlock()
+	return nil
 }
 
 func recvMessage(sock *os.File) (string, *os.File, error) {

@@ -159,6 +159,9 @@ func (c *Container) Exec(p *process.Process, req spec.ExecRequest, onExit func(*
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
+	if err := p.OpenStdio(); err != nil {
+		return nil, err
+	}
 	for attempt := 1; ; attempt++ {
 		w, ok := c.waiters.Take()
 		if !ok {
