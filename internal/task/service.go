@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +35,10 @@ import (
 	"github.com/sandbox-shim/sandbox-shim/internal/process"
 	"github.com/sandbox-shim/sandbox-shim/internal/sandbox"
 )
+
+// idleTrimDelay is how long after Start the shim returns unused heap to
+// the kernel: long enough for the workspace build and the waiter pool.
+const idleTrimDelay = time.Second
 
 // orphanInterval is how long a zombie child must stay unclaimed before the
 // orphan reaper takes it.
@@ -295,6 +300,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		}
 		pid := uint32(sb.Init().Pid())
 		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
+		// Once the workspace and its waiters are built the shim mostly
+		// idles for the sandbox's life: hand back the heap the setup used.
+		time.AfterFunc(idleTrimDelay, debug.FreeOSMemory)
 		return &taskAPI.StartResponse{Pid: pid}, nil
 	}
 	if _, err := sb.StartExec(ctx, r.ExecID); err != nil {
