@@ -121,11 +121,11 @@ func (r ExecRequest) Encode() ([]byte, error) {
 
 // WorkspaceExec converts a containerd exec into a request for a workspace
 // waiter: whatever the caller asked, it runs as the workspace user (its
-// uid and gid; the spec's supplementary groups but group 0), with no
+// uid and gid, supplementary groups as userGroups keeps them), with no
 // capabilities, no_new_privs (the waiter's) and no core dumps. base is the
-// bundle's (control plane's) process: containerd builds an exec's spec from
-// it, so its env entries arrive in every exec and are dropped (see
-// workspaceEnv).
+// bundle's (control plane's) process: containerd and CRI build an exec's
+// spec from it, so its env entries and groups arrive in every exec and are
+// dropped where they are the control plane's (see workspaceEnv).
 func WorkspaceExec(p *specs.Process, base *specs.Process, st Settings) (ExecRequest, error) {
 	if p == nil {
 		return ExecRequest{}, errors.New("no process spec")
@@ -137,7 +137,7 @@ func WorkspaceExec(p *specs.Process, base *specs.Process, st Settings) (ExecRequ
 		Args:     p.Args,
 		Env:      workspaceEnv(p.Env, base, st.UserEnv),
 		Cwd:      p.Cwd,
-		Identity: Identity{UID: st.UID, GID: st.GID, AdditionalGids: userGroups(p.User.AdditionalGids, st.GID)},
+		Identity: Identity{UID: st.UID, GID: st.GID, AdditionalGids: userGroups(p.User.AdditionalGids, base, st)},
 		Terminal: p.Terminal,
 	}
 	if p.ConsoleSize != nil {
@@ -153,12 +153,21 @@ func WorkspaceExec(p *specs.Process, base *specs.Process, st Settings) (ExecRequ
 	return req, nil
 }
 
-// userGroups keeps every supplementary group but 0 (root's group would
-// open root-group files) and the primary gid, once each, in order.
-func userGroups(gids []uint32, primary uint32) []uint32 {
+// userGroups keeps the exec's supplementary groups, as runc does, but
+// never group 0 (root's files), and not the groups the exec inherited from
+// a control plane whose user is another than the workspace's: those are
+// that user's (root's groups in the image's /etc/group: disk, adm,
+// wheel...), not user code's. When the workspace user is the bundle's own
+// user (an image or pod user), its groups (the pod's supplementalGroups,
+// the image's /etc/group) are user code's too.
+func userGroups(gids []uint32, base *specs.Process, st Settings) []uint32 {
+	var inherited []uint32
+	if base != nil && base.User.UID != st.UID {
+		inherited = base.User.AdditionalGids
+	}
 	var out []uint32
 	for _, g := range gids {
-		if g != 0 && g != primary && !slices.Contains(out, g) {
+		if g != 0 && g != st.GID && !slices.Contains(out, g) && !slices.Contains(inherited, g) {
 			out = append(out, g)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -89,6 +90,14 @@ func convert(id, bundle string, s *specs.Spec) (*configs.Config, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("convert bundle spec: %w", err)
+	}
+	// specconv labels the config with the process' cwd as the bundle
+	// (hooks read it): name the bundle itself, so the result depends on the
+	// arguments only.
+	for i, l := range cfg.Labels {
+		if strings.HasPrefix(l, "bundle=") {
+			cfg.Labels[i] = "bundle=" + bundle
+		}
 	}
 	return cfg, nil
 }

@@ -776,3 +776,31 @@ func TestReaperUID(t *testing.T) {
 		t.Errorf("waiter runs as %d:%d (%v), want 65533", lp.UID, lp.GID, err)
 	}
 }
+
+// TestWorkspaceExecGroups: supplementary groups are user code's when the
+// workspace user is the bundle's own user; a root control plane's groups
+// (root's in the image's /etc/group) never reach user code; what the exec
+// adds itself passes; group 0 never does.
+func TestWorkspaceExecGroups(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		base specs.User
+		exec []uint32
+		want []uint32
+	}{
+		{"image user's groups", specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{2000, 3000}}, []uint32{0, 2000, 3000}, []uint32{2000, 3000}},
+		{"root control plane's groups", specs.User{UID: 0, GID: 0, AdditionalGids: []uint32{0, 1, 2, 6, 10}}, []uint32{0, 1, 2, 6, 10}, nil},
+		{"exec's own groups", specs.User{UID: 0, GID: 0, AdditionalGids: []uint32{6}}, []uint32{6, 4000, 0, 4000}, []uint32{4000}},
+		{"primary gid once", specs.User{UID: 1000, GID: 1000}, []uint32{1000, 5}, []uint32{5}},
+	} {
+		st := Settings{UID: 1000, GID: 1000}
+		base := &specs.Process{User: c.base}
+		req, err := WorkspaceExec(&specs.Process{Args: []string{"id"}, User: specs.User{AdditionalGids: c.exec}}, base, st)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if !slices.Equal(req.Identity.AdditionalGids, c.want) {
+			t.Errorf("%s: groups %v, want %v", c.name, req.Identity.AdditionalGids, c.want)
+		}
+	}
+}

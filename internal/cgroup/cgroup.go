@@ -12,6 +12,7 @@ import (
 	ccgroups "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/log"
 	"github.com/opencontainers/cgroups"
 	cgmanager "github.com/opencontainers/cgroups/manager"
 )
@@ -149,9 +150,20 @@ func PlaceReaper(userPath string, pid int) error {
 	if err := cgroups.WriteCgroupProc(leaf, pid); err != nil {
 		return fmt.Errorf("move reaper to %s: %w", leaf, err)
 	}
-	for _, c := range []string{"pids", "cpu", "memory"} {
-		// A controller the parent does not offer is left out, not fatal.
-		_ = cgroups.WriteFile(base, "cgroup.subtree_control", "+"+c)
+	// Without pids below user, no exec could get its own leaf: fatal. cpu
+	// and memory only refine it.
+	if err := cgroups.WriteFile(base, "cgroup.subtree_control", "+pids"); err != nil {
+		return fmt.Errorf("enable pids below %s: %w", base, err)
+	}
+	for _, c := range []string{"cpu", "memory"} {
+		if err := cgroups.WriteFile(base, "cgroup.subtree_control", "+"+c); err != nil {
+			log.L.WithError(err).Warnf("cgroup %s: exec leaves without the %s controller", base, c)
+		}
 	}
 	return nil
 }
+
+// ParentCountsChildren tells whether a cgroup's OOM events already count
+// its children's (cgroup v2's memory.events), so watching a leaf as well
+// would report one kill twice.
+func ParentCountsChildren() bool { return cgroups.IsCgroup2UnifiedMode() }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	"github.com/opencontainers/cgroups"
 )
@@ -19,6 +20,7 @@ var execControllers = []string{"pids", "cpu"}
 type ExecLeaf struct {
 	// SubCgroupPaths is libcontainer's Process.SubCgroupPaths for it.
 	SubCgroupPaths map[string]string
+	mu             sync.Mutex
 	dirs           []string
 }
 
@@ -73,7 +75,9 @@ func (l *ExecLeaf) mkdir(dir string) error {
 		l.Remove()
 		return fmt.Errorf("exec cgroup: %w", err)
 	}
+	l.mu.Lock()
 	l.dirs = append(l.dirs, dir)
+	l.mu.Unlock()
 	return nil
 }
 
@@ -86,10 +90,14 @@ func (l *ExecLeaf) limitPids(dir string, limit int64) error {
 }
 
 // Remove deletes the leaf once empty; one that orphans still hold stays
-// until the whole sandbox cgroup goes.
+// until the whole sandbox cgroup goes. Safe to call more than once, from
+// any goroutine.
 func (l *ExecLeaf) Remove() {
-	for i := len(l.dirs) - 1; i >= 0; i-- {
-		_ = os.Remove(l.dirs[i])
-	}
+	l.mu.Lock()
+	dirs := l.dirs
 	l.dirs = nil
+	l.mu.Unlock()
+	for i := len(dirs) - 1; i >= 0; i-- {
+		_ = os.Remove(dirs[i])
+	}
 }

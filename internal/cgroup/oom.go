@@ -62,13 +62,13 @@ func WatchOOM(ctx context.Context, p string, onOOM func()) error {
 			for {
 				select {
 				case ev := <-evs:
-					if ev.OOMKill > last {
+					if ev.OOMKill > last && ctx.Err() == nil {
 						onOOM()
 					}
 					last = ev.OOMKill
 				case <-errs:
-					return
-				case <-ctx.Done():
+					// Ends when the cgroup empties: draining until then keeps
+					// the library's reader from blocking on its channel.
 					return
 				}
 			}

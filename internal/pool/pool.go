@@ -197,8 +197,9 @@ func (p *Pool[T]) Remove(item T) {
 	p.Wake()
 }
 
-// Close stops refilling, waits for a build in flight if Run is running,
-// and discards every ready item.
+// Close stops refilling and discards every ready item. A build in flight
+// is not waited for (it may hang in a frozen cgroup): Run discards what it
+// finishes after Close.
 func (p *Pool[T]) Close() {
 	p.once.Do(func() { close(p.stop) })
 	p.mu.Lock()
@@ -210,7 +211,7 @@ func (p *Pool[T]) Close() {
 	}
 }
 
-// Done is closed once Run returned.
+// Done is closed once Run returned (never if Run was not started).
 func (p *Pool[T]) Done() <-chan struct{} { return p.done }
 
 func (p *Pool[T]) discard(item T) {

@@ -96,20 +96,20 @@ func New(id string, cfg Stdio) *Process {
 var ErrAlreadyStarted = errors.New("process already started")
 
 // Claim moves a created process to Starting, once: concurrent Start calls
-// for one exec must not both run it. A Start that loses waits for the
-// winner's to finish, as the runc shim's per-process lock does: its caller
-// may clean up the process' FIFOs as soon as it returns.
+// for one exec must not both run it.
 func (p *Process) Claim() error {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.status != Created {
-		p.mu.Unlock()
-		<-p.startDone
 		return ErrAlreadyStarted
 	}
 	p.status = Starting
-	p.mu.Unlock()
 	return nil
 }
+
+// Started is closed once the process' start finished, whether it ran,
+// failed or was abandoned.
+func (p *Process) Started() <-chan struct{} { return p.startDone }
 
 // Abandon ends a claimed process that will not start.
 func (p *Process) Abandon() {

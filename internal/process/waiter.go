@@ -37,20 +37,30 @@ type Waiter struct {
 	onGone func()
 }
 
-// NewWaiterSocket returns the shim's and the waiter's ends of its socket;
-// the waiter's end goes into lp.ExtraFiles (fd 3).
-func NewWaiterSocket() (shim, waiter *os.File, err error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("waiter socket: %w", err)
-	}
-	return os.NewFile(uintptr(fds[0]), "waiter-shim"), os.NewFile(uintptr(fds[1]), "waiter"), nil
+// WaiterStart is how to start one waiter.
+type WaiterStart struct {
+	// Process is the waiter's libcontainer process; its socket end is
+	// appended to ExtraFiles (fd 3 when it has none).
+	Process *libcontainer.Process
+	// Run starts it (a user container's Run).
+	Run func(*libcontainer.Process) error
+	// Hello is the first packet a waiter of the right protocol sends: a
+	// helper binary of another version is refused before any request.
+	Hello string
+	// OnGone runs if the waiter exits without having been used.
+	OnGone func()
 }
 
-// StartWaiter starts lp (whose ExtraFiles hold child) with run. onGone runs
-// if the waiter exits without having been used.
-func StartWaiter(lp *libcontainer.Process, run func(*libcontainer.Process) error, sock, child *os.File, onGone func()) (*Waiter, error) {
-	err := run(lp)
+// StartWaiter starts a waiter and waits for its hello.
+func StartWaiter(ws WaiterStart) (*Waiter, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("waiter socket: %w", err)
+	}
+	sock, child := os.NewFile(uintptr(fds[0]), "waiter-shim"), os.NewFile(uintptr(fds[1]), "waiter")
+	lp := ws.Process
+	lp.ExtraFiles = append(lp.ExtraFiles, child)
+	err = ws.Run(lp)
 	child.Close()
 	if err != nil {
 		sock.Close()
@@ -62,8 +72,22 @@ func StartWaiter(lp *libcontainer.Process, run func(*libcontainer.Process) error
 		_ = lp.Signal(syscall.SIGKILL)
 		return nil, err
 	}
-	w := &Waiter{lp: lp, sock: sock, pid: pid, done: make(chan struct{}), onGone: onGone}
+	w := &Waiter{lp: lp, sock: sock, pid: pid, done: make(chan struct{}), onGone: ws.OnGone}
 	go w.reap()
+	tv := unix.NsecToTimeval(handshakeTimeout.Nanoseconds())
+	_ = unix.SetsockoptTimeval(int(sock.Fd()), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	msg, fd, err := recvMessage(sock)
+	if fd != nil {
+		fd.Close()
+	}
+	if err == nil && msg != ws.Hello {
+		err = fmt.Errorf("waiter answered %q, not %q: the sandbox-reaper binary does not match this shim (install the one built with it)", msg, ws.Hello)
+	}
+	if err != nil {
+		w.Discard()
+		_ = lp.Signal(syscall.SIGKILL)
+		return nil, fmt.Errorf("waiter hello: %w", err)
+	}
 	return w, nil
 }
 

@@ -67,7 +67,7 @@ func (sb *Sandbox) Exec(ctx context.Context, execID string, ps *specs.Process, s
 	if _, ok := sb.execs[execID]; ok {
 		return fail(errdefs.ErrAlreadyExists, errors.New("exec id in use"))
 	}
-	if sb.init.Status() == process.Stopped {
+	if sb.stopped() {
 		return fail(errdefs.ErrFailedPrecondition, errors.New("task is stopped"))
 	}
 	p := process.New(execID, stdio)
@@ -91,13 +91,30 @@ func (sb *Sandbox) StartExec(ctx context.Context, execID string) (*process.Proce
 	switch {
 	case !sb.Started():
 		return fail(errdefs.ErrFailedPrecondition, errors.New("task not started"))
-	case sb.init.Status() == process.Stopped:
-		return fail(errdefs.ErrFailedPrecondition, errors.New("task is stopped"))
 	case sb.Paused():
 		return fail(errdefs.ErrFailedPrecondition, errors.New("sandbox is paused"))
 	}
-	if err := p.Claim(); err != nil {
-		return fail(errdefs.ErrFailedPrecondition, err)
+	// Checked and claimed under the lock endWithInit takes to list the
+	// execs it waits for: an exec either is in that list or never starts.
+	sb.mu.Lock()
+	stopped := sb.stopped()
+	var claimErr error
+	if !stopped {
+		claimErr = p.Claim()
+	}
+	sb.mu.Unlock()
+	if stopped {
+		return fail(errdefs.ErrFailedPrecondition, errors.New("task is stopped"))
+	}
+	if claimErr != nil {
+		// Another Start has it: wait for that one, as the runc shim's
+		// per-process lock does (its caller may clean up the FIFOs the
+		// moment this one returns).
+		select {
+		case <-p.Started():
+		case <-ctx.Done():
+		}
+		return fail(errdefs.ErrFailedPrecondition, claimErr)
 	}
 	sb.buildWorkspaceNow()
 	ws, err := sb.waitWorkspace(ctx)
@@ -156,15 +173,15 @@ func (sb *Sandbox) ExecIDs() map[int]string {
 	return m
 }
 
-// runningExecs are the execs that have not exited.
-func (sb *Sandbox) runningExecs() []*process.Process {
+// liveExecs are the execs starting or running.
+func (sb *Sandbox) liveExecs() []*process.Process {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
-	var running []*process.Process
+	var live []*process.Process
 	for _, e := range sb.execs {
-		if e.process.Status() == process.Running {
-			running = append(running, e.process)
+		if st := e.process.Status(); st == process.Running || st == process.Starting {
+			live = append(live, e.process)
 		}
 	}
-	return running
+	return live
 }

@@ -221,13 +221,19 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	}
 	p := process.New(cfg.ID, cfg.Stdio)
 	p.BeforeExit(sb.endWithInit)
+	// Set before it starts: its exit may be reported at once.
+	sb.init = p
 	if err := p.Start(c.Start, controlPlane.Init, sb.initExited); err != nil {
 		return nil, fail(nil, fmt.Errorf("start init %q: %w", s.Process.Args[0], err))
 	}
-	sb.init = p
 	sb.recordInitPid() // for the delete action after a shim crash (exitstatus.go)
 	// The init waits on the exec FIFO: its namespaces are there to hold.
 	ns, err := openNamespaces(p.Pid())
+	if err == nil && p.Status() == process.Stopped {
+		// Reaped meanwhile: the pid may already be another process'.
+		ns.close()
+		err = errors.New("the control plane's init exited before its namespaces were held")
+	}
 	if err != nil {
 		_ = usercontainer.Destroy(c)
 		<-p.Done()
@@ -261,8 +267,11 @@ func (sb *Sandbox) watchOOM(p string) {
 // workspace goes with it, and its execs' exits are reported before the
 // init's, as containerd expects.
 func (sb *Sandbox) endWithInit() {
-	started := sb.Started()
+	sb.mu.Lock()
+	started := sb.started
+	// Under the lock StartExec claims with: no exec starts after this.
 	sb.stop()
+	sb.mu.Unlock()
 	if started {
 		<-sb.workspace.ready
 		if ws := sb.workspace.container; ws != nil {
@@ -270,7 +279,7 @@ func (sb *Sandbox) endWithInit() {
 			ws.WaitStopped(workspaceStopTimeout)
 		}
 	}
-	for _, e := range sb.runningExecs() {
+	for _, e := range sb.liveExecs() {
 		<-e.Done()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/runc/libcontainer"
 
+	"github.com/sandbox-shim/sandbox-shim/internal/cgroup"
 	"github.com/sandbox-shim/sandbox-shim/internal/usercontainer"
 	"github.com/sandbox-shim/sandbox-shim/spec"
 )
@@ -103,8 +104,10 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context) {
 	}
 	sb.workspace.container = c
 	// The workspace's own memory limit OOMs in its leaf, which the sandbox
-	// cgroup's notifications do not report on cgroup v1.
-	sb.watchOOM(sb.cgroup.Paths.User)
+	// cgroup's notifications do not report on cgroup v1 (v2's do).
+	if !cgroup.ParentCountsChildren() {
+		sb.watchOOM(sb.cgroup.Paths.User)
+	}
 }
 
 // buildWorkspaceNow skips the build delay: an exec is waiting.

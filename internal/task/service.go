@@ -62,11 +62,23 @@ type service struct {
 	lifecycle sync.Mutex
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox.Sandbox
-	// starting holds, per process being started, a channel closed once its
-	// start event was published (or the start failed): its exit event
-	// waits for it, so containerd never sees an exit before the start, and
-	// no other Start or exit waits for this one.
-	starting map[*process.Process]chan struct{}
+	// starting holds, per process being started or created, a gate its
+	// exit event waits for: open once its create or start event was
+	// published (or the call failed), so containerd never sees an exit
+	// before them, and no other call or exit waits for this one.
+	starting map[*process.Process]*eventGate
+	// creating holds the gate of each sandbox whose Create is in flight:
+	// its init may exit before Create returns the init to us.
+	creating map[string]*eventGate
+}
+
+// eventGate holds a process' exit event until every call that registered
+// it (concurrent Starts of one exec, say) has published its own event.
+type eventGate struct {
+	calls int
+	open  chan struct{}
+	// failed: the call (a Create) failed, so the exit is nobody's.
+	failed bool
 }
 
 // NewTaskService returns the task service for one shim process.
@@ -78,7 +90,8 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		events:    make(chan any, 128),
 		forwarded: make(chan struct{}),
 		sandboxes: map[string]*sandbox.Sandbox{},
-		starting:  map[*process.Process]chan struct{}{},
+		starting:  map[*process.Process]*eventGate{},
+		creating:  map[string]*eventGate{},
 	}
 	go orphans.Run(ctx, orphanInterval)
 	// Events still queued at shutdown are published before the shim exits:
@@ -141,19 +154,31 @@ func (s *service) send(e any) {
 	}
 }
 
-// beginStart registers p's start: its exit event waits until the returned
-// func ran (after the start event was sent, or the start failed).
-func (s *service) beginStart(p *process.Process) func() {
-	published := make(chan struct{})
-	s.mu.Lock()
-	s.starting[p] = published
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		delete(s.starting, p)
-		s.mu.Unlock()
-		close(published)
+// holdExit registers a call about key in gates: an exit waiting on the
+// gate waits until the returned func ran for every such call.
+func holdExit[K comparable](mu *sync.Mutex, gates map[K]*eventGate, key K) func() {
+	mu.Lock()
+	g := gates[key]
+	if g == nil {
+		g = &eventGate{open: make(chan struct{})}
+		gates[key] = g
 	}
+	g.calls++
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if g.calls--; g.calls == 0 {
+			delete(gates, key)
+			close(g.open)
+		}
+	}
+}
+
+// beginStart registers a Start of p: its exit event waits until the
+// returned func ran (after the start event was sent, or the start failed).
+func (s *service) beginStart(p *process.Process) func() {
+	return holdExit(&s.mu, s.starting, p)
 }
 
 func (s *service) get(id string) (*sandbox.Sandbox, error) {
@@ -181,10 +206,17 @@ func (s *service) process(id, execID string) (*sandbox.Sandbox, *process.Process
 // onExit publishes a process' exit; the sandbox calls it once per process.
 func (s *service) onExit(sb *sandbox.Sandbox, p *process.Process) {
 	s.mu.Lock()
-	published, starting := s.starting[p]
+	creating, starting := s.creating[sb.ID], s.starting[p]
 	s.mu.Unlock()
-	if starting {
-		<-published
+	if creating != nil {
+		<-creating.open
+	}
+	if starting != nil {
+		<-starting.open
+	}
+	if creating != nil && creating.failed {
+		// Its Create failed: containerd never heard of this task.
+		return
 	}
 	status, at := p.Exit()
 	execID := p.ID
@@ -239,7 +271,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	s.lifecycle.Lock()
 	defer s.lifecycle.Unlock()
 	if r.Checkpoint != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "sandbox %s: restore from checkpoint is not supported", r.ID)
+		// Not NotImplemented: containerd reads that from Create as "downgrade
+		// the task API and retry".
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "sandbox %s: restore from checkpoint is not supported by io.sandbox.v1", r.ID)
 	}
 	s.mu.Lock()
 	_, exists := s.sandboxes[r.ID]
@@ -258,6 +292,16 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
+	s.mu.Lock()
+	gate := &eventGate{open: make(chan struct{}), failed: true}
+	s.creating[r.ID] = gate
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.creating, r.ID)
+		s.mu.Unlock()
+		close(gate.open)
+	}()
 	sb, err := sandbox.Create(ctx, sandbox.Config{
 		ID:        r.ID,
 		Namespace: ns,
@@ -270,6 +314,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	}
 	s.mu.Lock()
 	s.sandboxes[r.ID] = sb
+	gate.failed = false
 	s.mu.Unlock()
 	pid := uint32(sb.Init().Pid())
 	s.send(&eventstypes.TaskCreate{
@@ -398,7 +443,7 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	}
 	var st task.Status
 	switch p.Status() {
-	case process.Created:
+	case process.Created, process.Starting:
 		st = task.Status_CREATED
 	case process.Running:
 		st = task.Status_RUNNING

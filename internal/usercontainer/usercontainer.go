@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -117,19 +116,18 @@ func (c *Container) newWaiter(pooled bool) (*waiter, error) {
 		leaf.Remove()
 		return nil, err
 	}
-	sock, child, err := process.NewWaiterSocket()
-	if err != nil {
-		leaf.Remove()
-		return nil, err
-	}
-	lp.ExtraFiles = []*os.File{child}
 	lp.SubCgroupPaths = leaf.SubCgroupPaths
 	w := &waiter{leaf: leaf}
-	pw, err := process.StartWaiter(lp, c.container.Run, sock, child, func() {
-		leaf.Remove()
-		if pooled {
-			c.waiters.Remove(w)
-		}
+	pw, err := process.StartWaiter(process.WaiterStart{
+		Process: lp,
+		Run:     c.container.Run,
+		Hello:   waiterHello,
+		OnGone: func() {
+			leaf.Remove()
+			if pooled {
+				c.waiters.Remove(w)
+			}
+		},
 	})
 	if err != nil {
 		leaf.Remove()
@@ -138,6 +136,10 @@ func (c *Container) newWaiter(pooled bool) (*waiter, error) {
 	w.process = pw
 	return w, nil
 }
+
+// waiterHello is what a waiter speaking spec.ExecRequest's layout sends
+// first (see libexec/reaper).
+var waiterHello = "R" + strconv.Itoa(spec.ExecRequestVersion)
 
 // Exec is one exec running in the container.
 type Exec struct {
@@ -170,8 +172,12 @@ func (c *Container) Exec(p *process.Process, req spec.ExecRequest, onExit func(*
 			}
 		}
 		err := p.StartIn(w.process, encoded, onExit)
-		if errors.Is(err, process.ErrWaiterGone) && attempt < waiterAttempts {
-			continue
+		if errors.Is(err, process.ErrWaiterGone) {
+			// It died unused: its OnGone removes its leaf.
+			if attempt < waiterAttempts {
+				continue
+			}
+			return nil, err
 		}
 		if err != nil {
 			// Its leaf goes once the killed waiter is reaped.

@@ -19,7 +19,8 @@
  * the request names, right before the exec. It waits on fd 3 (a
  * SOCK_SEQPACKET socket to the shim) for one request, sets up stdio (the
  * three descriptors sent with it, or a new pty whose master goes back to
- * the shim), changes directory and execs. Any failure before the exec is
+ * the shim), changes directory and execs. It first sends the hello "R3"
+ * (the request version it reads). Any failure before the exec is
  * reported as one "E<message>" packet; a successful exec closes the socket
  * (close-on-exec), which the shim reads as success.
  *
@@ -211,6 +212,10 @@ static int wait_exec(void)
 	ssize_t n;
 
 	fcntl(SOCK_FD, F_SETFD, FD_CLOEXEC);
+	/* The hello names the request layout this binary reads: a shim of
+	 * another version refuses it instead of misreading it. */
+	if (send(SOCK_FD, "R3", 2, MSG_NOSIGNAL) < 0)
+		_exit(127);
 	do
 		n = recvmsg(SOCK_FD, &msg, MSG_CMSG_CLOEXEC);
 	while (n < 0 && errno == EINTR);
@@ -386,5 +391,9 @@ int main(int argc, char **argv)
 {
 	if (argc == 2 && strcmp(argv[1], "--wait-exec") == 0)
 		return wait_exec();
+	if (argc != 1) {
+		fprintf(stderr, "sandbox-reaper: unknown arguments (a shim of another version?)\n");
+		return 127;
+	}
 	reaper();
 }
