@@ -551,3 +551,56 @@ func TestInitExitAfterExecs(t *testing.T) {
 		t.Errorf("exec pid %d (%s) still alive when the init's Wait returned", execPid, procCmdline(execPid))
 	}
 }
+
+// TestMismatchedReaperRefused: a sandbox-reaper that does not speak this
+// shim's exec protocol (another version installed beside it) fails execs
+// with an error naming it, at once, instead of a hung or silently wrong
+// exec; the control plane keeps running.
+func TestMismatchedReaperRefused(t *testing.T) {
+	skipUnderRunc(t, "the reaper is io.sandbox's")
+	ctx := testCtx(t)
+	src, err := harness.ShimBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	shim := filepath.Join(dir, filepath.Base(src))
+	copyFile(t, src, shim, 0o755)
+	// As pid 1 it idles; as a waiter it never says hello.
+	script := "#!/bin/sh\n[ $# -eq 0 ] && exec sleep 1000000\nexit 0\n"
+	if err := os.WriteFile(filepath.Join(dir, "sandbox-reaper"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img, err := d.Client.GetImage(ctx, harness.Image)
+	if err != nil {
+		t.Fatalf("get image: %v", err)
+	}
+	id := newID(t)
+	c, err := d.Client.NewContainer(ctx, id,
+		client.WithImage(img),
+		client.WithNewSnapshot(id, img),
+		client.WithRuntime(shim, nil),
+		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "120")),
+	)
+	if err != nil {
+		t.Fatalf("new container: %v", err)
+	}
+	d.CleanupContainer(t, id)
+	task, err := c.NewTask(ctx, nullIO())
+	if err != nil {
+		t.Fatalf("new task: %v", err)
+	}
+	exitCh, err := waitAndStart(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	_, _, _, err = tryExec(t, ctx, task, "echo", processSpec(t, ctx, task, false, "echo", "ok"))
+	if err == nil || !strings.Contains(err.Error(), "sandbox-reaper") {
+		t.Fatalf("exec with a mismatched reaper: %v, want an error naming sandbox-reaper", err)
+	}
+	if d := time.Since(started); d > stepTimeout {
+		t.Errorf("the refusal took %v", d)
+	}
+	notExited(t, exitCh, 0, "control plane")
+}
