@@ -241,21 +241,7 @@ func TestAbsoluteRuntimePath(t *testing.T) {
 	shim := filepath.Join(dir, filepath.Base(src))
 	copyFile(t, src, shim, 0o755)
 
-	img, err := d.Client.GetImage(ctx, harness.Image)
-	if err != nil {
-		t.Fatalf("get image: %v", err)
-	}
-	id := newID(t)
-	c, err := d.Client.NewContainer(ctx, id,
-		client.WithImage(img),
-		client.WithNewSnapshot(id, img),
-		client.WithRuntime(shim, nil),
-		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "120")),
-	)
-	if err != nil {
-		t.Fatalf("new container with runtime %s: %v", shim, err)
-	}
-	d.CleanupContainer(t, id)
+	c := containerWithRuntimePath(t, ctx, shim)
 
 	task, err := c.NewTask(ctx, nullIO())
 	if err != nil {
@@ -571,21 +557,7 @@ func TestMismatchedReaperRefused(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "sandbox-reaper"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	img, err := d.Client.GetImage(ctx, harness.Image)
-	if err != nil {
-		t.Fatalf("get image: %v", err)
-	}
-	id := newID(t)
-	c, err := d.Client.NewContainer(ctx, id,
-		client.WithImage(img),
-		client.WithNewSnapshot(id, img),
-		client.WithRuntime(shim, nil),
-		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "120")),
-	)
-	if err != nil {
-		t.Fatalf("new container: %v", err)
-	}
-	d.CleanupContainer(t, id)
+	c := containerWithRuntimePath(t, ctx, shim)
 	task, err := c.NewTask(ctx, nullIO())
 	if err != nil {
 		t.Fatalf("new task: %v", err)
@@ -603,4 +575,26 @@ func TestMismatchedReaperRefused(t *testing.T) {
 		t.Errorf("the refusal took %v", d)
 	}
 	notExited(t, exitCh, 0, "control plane")
+}
+
+// containerWithRuntimePath creates a sleeping container run by the shim
+// binary at the absolute path shim, removed when the test ends.
+func containerWithRuntimePath(t *testing.T, ctx context.Context, shim string) client.Container {
+	t.Helper()
+	img, err := d.Client.GetImage(ctx, harness.Image)
+	if err != nil {
+		t.Fatalf("get image: %v", err)
+	}
+	id := newID(t)
+	c, err := d.Client.NewContainer(ctx, id,
+		client.WithImage(img),
+		client.WithNewSnapshot(id, img),
+		client.WithRuntime(shim, nil),
+		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "120")),
+	)
+	if err != nil {
+		t.Fatalf("new container with runtime %s: %v", shim, err)
+	}
+	d.CleanupContainer(t, id)
+	return c
 }
