@@ -54,9 +54,12 @@ type service struct {
 	publisher shim.Publisher
 	shutdown  shutdown.Service
 	events    chan any
-	// forwarded is closed once the forwarder returned: later events are
-	// dropped (logged), never blocked on.
-	forwarded chan struct{}
+	// forwarded is closed once the forwarder returned. sendClosed (under
+	// sendMu) is set before: later events are dropped (logged), never
+	// blocked on, and every event queued before is published.
+	forwarded  chan struct{}
+	sendMu     sync.RWMutex
+	sendClosed bool
 
 	// lifecycle serialises Create/Delete against Shutdown.
 	lifecycle sync.Mutex
@@ -134,12 +137,28 @@ func (s *service) forward(stop <-chan struct{}) {
 		case e := <-s.events:
 			publish(e)
 		case <-stop:
+			// Close sending while still publishing (a sender may wait on a
+			// full queue), then publish what was queued before.
+			closed := make(chan struct{})
+			go func() {
+				s.sendMu.Lock()
+				s.sendClosed = true
+				s.sendMu.Unlock()
+				close(closed)
+			}()
 			for {
 				select {
 				case e := <-s.events:
 					publish(e)
-				default:
-					return
+				case <-closed:
+					for {
+						select {
+						case e := <-s.events:
+							publish(e)
+						default:
+							return
+						}
+					}
 				}
 			}
 		}
@@ -147,11 +166,13 @@ func (s *service) forward(stop <-chan struct{}) {
 }
 
 func (s *service) send(e any) {
-	select {
-	case s.events <- e:
-	case <-s.forwarded:
+	s.sendMu.RLock()
+	defer s.sendMu.RUnlock()
+	if s.sendClosed {
 		log.G(s.ctx).WithField("topic", runtime.GetTopic(e)).Warn("shim is shutting down: event dropped")
+		return
 	}
+	s.events <- e
 }
 
 // holdExit registers a call about key in gates: an exit waiting on the
