@@ -446,11 +446,11 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 		return nil, err
 	}
 	switch err := p.Resize(r.Width, r.Height); {
-	case err == nil, errors.Is(err, process.ErrNoTerminal):
-		// As the runc shim: resizing a process without a terminal is a no-op.
+	case err == nil, errors.Is(err, process.ErrNoTerminal), errors.Is(err, process.ErrNotStarted):
+		// As the runc shim: resizing a process without a terminal, or
+		// before its terminal exists (nerdctl exec -it resizes before
+		// Start), is a no-op; the spec's console size applies at start.
 		return empty, nil
-	case errors.Is(err, process.ErrNotStarted):
-		return nil, errgrpc.ToGRPC(fmt.Errorf("sandbox %s: resize %q: %w: %w", r.ID, r.ExecID, errdefs.ErrFailedPrecondition, err))
 	default:
 		return nil, errgrpc.ToGRPC(fmt.Errorf("sandbox %s: resize %q: %w", r.ID, r.ExecID, err))
 	}

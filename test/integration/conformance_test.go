@@ -598,3 +598,27 @@ func containerWithRuntimePath(t *testing.T, ctx context.Context, shim string) cl
 	d.CleanupContainer(t, id)
 	return c
 }
+
+// TestResizeBeforeStart: nerdctl exec -it resizes a terminal exec before
+// it starts it; the runc shim answers nil, and so must this one (an error
+// there is printed to every nerdctl user).
+func TestResizeBeforeStart(t *testing.T) {
+	ctx := testCtx(t)
+	task, _ := runningContainer(t)
+	var out syncBuffer
+	p, err := task.Exec(ctx, "tty-early", processSpec(t, ctx, task, true, "sh", "-c", "stty size"), ioCreator(nil, &out, nil, true))
+	if err != nil {
+		t.Fatalf("exec: %v", err)
+	}
+	t.Cleanup(func() { p.Delete(context.WithoutCancel(ctx), client.WithProcessKill) }) //nolint:errcheck // best effort
+	if err := p.Resize(ctx, 120, 40); err != nil {
+		t.Fatalf("resize before start: %v (%s); want nil, as the runc shim answers", err, errKind(err))
+	}
+	ch, err := waitAndStart(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := waitExit(t, ch, stepTimeout); st.ExitCode() != 0 {
+		t.Fatalf("exec exit %d, output %q", st.ExitCode(), out.String())
+	}
+}
