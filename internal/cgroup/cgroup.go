@@ -17,11 +17,6 @@ import (
 	cgmanager "github.com/opencontainers/cgroups/manager"
 )
 
-// Paths are the sandbox cgroup and its two leaves (cgroupfs paths).
-type Paths struct {
-	Sandbox, Control, User string
-}
-
 // ReaperLeaf is the user leaf's child holding a user container's reaper on
 // cgroup v2, which allows no controllers below a cgroup with processes.
 const ReaperLeaf = "reaper"
@@ -29,18 +24,19 @@ const ReaperLeaf = "reaper"
 // Sandbox is the sandbox cgroup: the bundle's limits, shared by the control
 // plane and user code below it.
 type Sandbox struct {
-	Paths   Paths
+	// Path is its cgroupfs path; the leaves are below it.
+	Path    string
 	manager cgroups.Manager
 }
 
-// CreateSandbox creates the sandbox cgroup at paths.Sandbox with res.
-func CreateSandbox(paths Paths, res *cgroups.Resources) (_ *Sandbox, retErr error) {
-	m, err := cgmanager.New(&cgroups.Cgroup{Path: paths.Sandbox, Resources: res})
+// CreateSandbox creates the sandbox cgroup at path with res.
+func CreateSandbox(path string, res *cgroups.Resources) (_ *Sandbox, retErr error) {
+	m, err := cgmanager.New(&cgroups.Cgroup{Path: path, Resources: res})
 	if err != nil {
-		return nil, fmt.Errorf("sandbox cgroup %s: %w", paths.Sandbox, err)
+		return nil, fmt.Errorf("sandbox cgroup %s: %w", path, err)
 	}
 	if err := m.Apply(-1); err != nil {
-		return nil, fmt.Errorf("create sandbox cgroup %s: %w", paths.Sandbox, err)
+		return nil, fmt.Errorf("create sandbox cgroup %s: %w", path, err)
 	}
 	defer func() {
 		if retErr != nil {
@@ -48,25 +44,25 @@ func CreateSandbox(paths Paths, res *cgroups.Resources) (_ *Sandbox, retErr erro
 		}
 	}()
 	if err := m.Set(res); err != nil {
-		return nil, fmt.Errorf("set sandbox cgroup %s: %w", paths.Sandbox, err)
+		return nil, fmt.Errorf("set sandbox cgroup %s: %w", path, err)
 	}
-	return &Sandbox{Paths: paths, manager: m}, nil
+	return &Sandbox{Path: path, manager: m}, nil
 }
 
 // LoadSandbox finds a sandbox cgroup again (after its shim died), to
 // remove it.
-func LoadSandbox(paths Paths) (*Sandbox, error) {
-	m, err := cgmanager.New(&cgroups.Cgroup{Path: paths.Sandbox, Resources: &cgroups.Resources{}})
+func LoadSandbox(path string) (*Sandbox, error) {
+	m, err := cgmanager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{}})
 	if err != nil {
-		return nil, fmt.Errorf("sandbox cgroup %s: %w", paths.Sandbox, err)
+		return nil, fmt.Errorf("sandbox cgroup %s: %w", path, err)
 	}
-	return &Sandbox{Paths: paths, manager: m}, nil
+	return &Sandbox{Path: path, manager: m}, nil
 }
 
 // Set applies new limits to the sandbox cgroup.
 func (s *Sandbox) Set(res *cgroups.Resources) error {
 	if err := s.manager.Set(res); err != nil {
-		return fmt.Errorf("set sandbox cgroup %s: %w", s.Paths.Sandbox, err)
+		return fmt.Errorf("set sandbox cgroup %s: %w", s.Path, err)
 	}
 	return nil
 }
@@ -81,7 +77,7 @@ func (s *Sandbox) Freeze(frozen bool) error {
 		if frozen {
 			_ = s.manager.Freeze(cgroups.Thawed)
 		}
-		return fmt.Errorf("freeze %s: %w", s.Paths.Sandbox, err)
+		return fmt.Errorf("freeze %s: %w", s.Path, err)
 	}
 	return nil
 }
@@ -90,7 +86,7 @@ func (s *Sandbox) Freeze(frozen bool) error {
 func (s *Sandbox) Pids() ([]int, error) {
 	pids, err := s.manager.GetAllPids()
 	if err != nil {
-		return nil, fmt.Errorf("list pids of %s: %w", s.Paths.Sandbox, err)
+		return nil, fmt.Errorf("list pids of %s: %w", s.Path, err)
 	}
 	return pids, nil
 }
@@ -98,7 +94,7 @@ func (s *Sandbox) Pids() ([]int, error) {
 // Destroy removes the sandbox cgroup and everything below it.
 func (s *Sandbox) Destroy() error {
 	if err := s.manager.Destroy(); err != nil {
-		return fmt.Errorf("remove sandbox cgroup %s: %w", s.Paths.Sandbox, err)
+		return fmt.Errorf("remove sandbox cgroup %s: %w", s.Path, err)
 	}
 	return nil
 }
@@ -112,12 +108,31 @@ func load(p string) (any, error) {
 	return cgroup1.Load(cgroup1.StaticPath(p))
 }
 
+// Join moves pid into the existing cgroup at path (the shim's own, which
+// containerd's WithShimCgroup names).
+func Join(path string, pid int) error {
+	cg, err := load(path)
+	if err != nil {
+		return fmt.Errorf("load cgroup %s: %w", path, err)
+	}
+	switch cg := cg.(type) {
+	case cgroup1.Cgroup:
+		err = cg.AddProc(uint64(pid))
+	case *cgroupsv2.Manager:
+		err = cg.AddProc(uint64(pid))
+	}
+	if err != nil {
+		return fmt.Errorf("join cgroup %s: %w", path, err)
+	}
+	return nil
+}
+
 // Stats are the sandbox cgroup's metrics as containerd's Stats carries
 // them (cgroup v1 or v2 metrics).
 func (s *Sandbox) Stats() (any, error) {
-	cg, err := load(s.Paths.Sandbox)
+	cg, err := load(s.Path)
 	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", s.Paths.Sandbox, err)
+		return nil, fmt.Errorf("load %s: %w", s.Path, err)
 	}
 	var stats any
 	switch cg := cg.(type) {
@@ -129,7 +144,7 @@ func (s *Sandbox) Stats() (any, error) {
 		return nil, fmt.Errorf("unsupported cgroup type %T", cg)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("stats of %s: %w", s.Paths.Sandbox, err)
+		return nil, fmt.Errorf("stats of %s: %w", s.Path, err)
 	}
 	return stats, nil
 }

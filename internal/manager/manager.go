@@ -15,9 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
-	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -29,6 +26,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/sandbox-shim/sandbox-shim/internal/cgroup"
 	"github.com/sandbox-shim/sandbox-shim/internal/sandbox"
 )
 
@@ -164,26 +162,8 @@ func joinShimCgroup(opts *bootapi.BootstrapParams, pid int) error {
 	if err != nil {
 		return fmt.Errorf("read task options: %w", err)
 	}
-	path := runcOptions.GetShimCgroup()
-	if !found || path == "" {
-		return nil
-	}
-	if cgroups.Mode() == cgroups.Unified {
-		cg, err := cgroupsv2.Load(path)
-		if err != nil {
-			return fmt.Errorf("load shim cgroup %s: %w", path, err)
-		}
-		if err := cg.AddProc(uint64(pid)); err != nil {
-			return fmt.Errorf("join shim cgroup %s: %w", path, err)
-		}
-		return nil
-	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
-	if err != nil {
-		return fmt.Errorf("load shim cgroup %s: %w", path, err)
-	}
-	if err := cg.AddProc(uint64(pid)); err != nil {
-		return fmt.Errorf("join shim cgroup %s: %w", path, err)
+	if path := runcOptions.GetShimCgroup(); found && path != "" {
+		return cgroup.Join(path, pid)
 	}
 	return nil
 }

@@ -66,6 +66,7 @@ type Sandbox struct {
 	settings     spec.Settings
 	reaperBinary string
 	cgroup       *cgroup.Sandbox
+	cgroupPaths  spec.CgroupPaths
 	namespaces   *namespaces
 
 	controlPlane *libcontainer.Container
@@ -123,15 +124,6 @@ func reaperPath() (string, error) {
 	return filepath.Abs(p)
 }
 
-// cgroupPaths places the sandbox cgroup and its leaves.
-func cgroupPaths(s *specs.Spec, namespace, id string) (cgroup.Paths, error) {
-	p, err := spec.Cgroups(s, namespace, id)
-	if err != nil {
-		return cgroup.Paths{}, err
-	}
-	return cgroup.Paths{Sandbox: p.Sandbox, Control: p.Control, User: p.User}, nil
-}
-
 // Create validates the bundle, places the sandbox cgroup, mounts the rootfs
 // and starts the control plane's init, which then waits on libcontainer's
 // exec FIFO until Start.
@@ -146,11 +138,10 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	if err != nil {
 		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
-	specPaths, err := spec.Cgroups(s, cfg.Namespace, cfg.ID)
+	paths, err := spec.Cgroups(s, cfg.Namespace, cfg.ID)
 	if err != nil {
 		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
-	paths := cgroup.Paths{Sandbox: specPaths.Sandbox, Control: specPaths.Control, User: specPaths.User}
 	hostPids, err := cgroup.HostPidsLimit(paths.Sandbox)
 	if err != nil {
 		return nil, fail(nil, err)
@@ -160,7 +151,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
 	// Convert everything before touching the host: a bad bundle leaves nothing.
-	controlPlane, err := spec.ControlPlane(cfg.ID, cfg.Bundle, s, specPaths)
+	controlPlane, err := spec.ControlPlane(cfg.ID, cfg.Bundle, s, paths)
 	if err != nil {
 		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
@@ -176,7 +167,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		logger.Infof("image user %d has gid 0: user code runs as %d:%d instead (never in root's group)", settings.UID, settings.UID, settings.GID)
 	}
 
-	cg, err := cgroup.CreateSandbox(paths, controlPlane.SandboxResources)
+	cg, err := cgroup.CreateSandbox(paths.Sandbox, controlPlane.SandboxResources)
 	if err != nil {
 		return nil, fail(nil, err)
 	}
@@ -212,7 +203,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	}()
 	sb := &Sandbox{
 		ID: cfg.ID, Bundle: cfg.Bundle,
-		bundleSpec: s, settings: settings, reaperBinary: reaper, cgroup: cg,
+		bundleSpec: s, settings: settings, reaperBinary: reaper, cgroup: cg, cgroupPaths: paths,
 		controlPlane: c, events: events,
 		workspace: newWorkspace(),
 		stopping:  make(chan struct{}),
@@ -544,8 +535,8 @@ func cleanup(id, bundle string, controlPlane *libcontainer.Container, cg *cgroup
 func CleanupDead(namespace, id, bundle string) error {
 	var cg *cgroup.Sandbox
 	if s, err := ReadSpec(bundle); err == nil {
-		if paths, err := cgroupPaths(s, namespace, id); err == nil {
-			if c, err := cgroup.LoadSandbox(paths); err == nil {
+		if paths, err := spec.Cgroups(s, namespace, id); err == nil {
+			if c, err := cgroup.LoadSandbox(paths.Sandbox); err == nil {
 				cg = c
 			}
 		}

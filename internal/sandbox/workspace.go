@@ -74,7 +74,7 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context) {
 		Settings:   sb.settings,
 		NetNS:      sb.namespaces.path(sb.namespaces.network),
 		UTSNS:      sb.namespaces.path(sb.namespaces.uts),
-		CgroupPath: sb.cgroup.Paths.User,
+		CgroupPath: sb.cgroupPaths.User,
 		Reaper:     sb.reaperBinary,
 	})
 	if err != nil {
@@ -106,7 +106,7 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context) {
 	// The workspace's own memory limit OOMs in its leaf, which the sandbox
 	// cgroup's notifications do not report on cgroup v1 (v2's do).
 	if !cgroup.ParentCountsChildren() {
-		sb.watchOOM(sb.cgroup.Paths.User)
+		sb.watchOOM(sb.cgroupPaths.User)
 	}
 }
 
@@ -140,6 +140,3 @@ func (sb *Sandbox) readyWorkspace() *usercontainer.Container {
 		return nil
 	}
 }
-
-// WorkspaceReady is closed once the workspace was built (or failed to be).
-func (sb *Sandbox) WorkspaceReady() <-chan struct{} { return sb.workspace.ready }

@@ -80,8 +80,9 @@ type service struct {
 type eventGate struct {
 	calls int
 	open  chan struct{}
-	// failed: the call (a Create) failed, so the exit is nobody's.
-	failed bool
+	// created: the call was a Create, and it succeeded (one that failed
+	// leaves an exit that is nobody's).
+	created bool
 }
 
 // NewTaskService returns the task service for one shim process.
@@ -177,7 +178,7 @@ func (s *service) send(e any) {
 
 // holdExit registers a call about key in gates: an exit waiting on the
 // gate waits until the returned func ran for every such call.
-func holdExit[K comparable](mu *sync.Mutex, gates map[K]*eventGate, key K) func() {
+func holdExit[K comparable](mu *sync.Mutex, gates map[K]*eventGate, key K) (*eventGate, func()) {
 	mu.Lock()
 	g := gates[key]
 	if g == nil {
@@ -186,7 +187,7 @@ func holdExit[K comparable](mu *sync.Mutex, gates map[K]*eventGate, key K) func(
 	}
 	g.calls++
 	mu.Unlock()
-	return func() {
+	return g, func() {
 		mu.Lock()
 		defer mu.Unlock()
 		if g.calls--; g.calls == 0 {
@@ -199,7 +200,8 @@ func holdExit[K comparable](mu *sync.Mutex, gates map[K]*eventGate, key K) func(
 // beginStart registers a Start of p: its exit event waits until the
 // returned func ran (after the start event was sent, or the start failed).
 func (s *service) beginStart(p *process.Process) func() {
-	return holdExit(&s.mu, s.starting, p)
+	_, release := holdExit(&s.mu, s.starting, p)
+	return release
 }
 
 func (s *service) get(id string) (*sandbox.Sandbox, error) {
@@ -235,7 +237,7 @@ func (s *service) onExit(sb *sandbox.Sandbox, p *process.Process) {
 	if starting != nil {
 		<-starting.open
 	}
-	if creating != nil && creating.failed {
+	if creating != nil && !creating.created {
 		// Its Create failed: containerd never heard of this task.
 		return
 	}
@@ -313,16 +315,8 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
-	s.mu.Lock()
-	gate := &eventGate{open: make(chan struct{}), failed: true}
-	s.creating[r.ID] = gate
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.creating, r.ID)
-		s.mu.Unlock()
-		close(gate.open)
-	}()
+	gate, release := holdExit(&s.mu, s.creating, r.ID)
+	defer release()
 	sb, err := sandbox.Create(ctx, sandbox.Config{
 		ID:        r.ID,
 		Namespace: ns,
@@ -335,7 +329,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	}
 	s.mu.Lock()
 	s.sandboxes[r.ID] = sb
-	gate.failed = false
+	gate.created = true
 	s.mu.Unlock()
 	pid := uint32(sb.Init().Pid())
 	s.send(&eventstypes.TaskCreate{

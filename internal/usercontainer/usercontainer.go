@@ -191,9 +191,6 @@ func (c *Container) Exec(p *process.Process, req spec.ExecRequest, onExit func(*
 // Running tells whether the reaper, and so the container, still runs.
 func (c *Container) Running() bool { return c.reaper.Status() == process.Running }
 
-// Pid is the reaper's host pid.
-func (c *Container) Pid() int { return c.reaper.Pid() }
-
 // Kill ends the container: SIGKILL to the reaper ends its whole PID
 // namespace. Waiters stop being built.
 func (c *Container) Kill() {

@@ -240,15 +240,7 @@ func TestLogBadURI(t *testing.T) {
 			uri := tc.uri(t, dir)
 			c := newContainer(t, ctx, newID(t), oci.WithProcessArgs(helloBoth...))
 			_, err := c.NewTask(ctx, logURI(t, uri))
-			errNames(t, err, "create with log URI "+uri, tc.words...)
-			t.Logf("error: %v", err)
-			if !isRunc() {
-				// The runc shim names only parts of the URI, and answers Unknown.
-				errNames(t, err, "create with log URI", uri)
-				if !tc.code(err) {
-					t.Fatalf("error code: %v", err)
-				}
-			}
+			checkLogURIError(t, err, "create", uri, tc.words, tc.code)
 			assertLoggerGone(t, dir, 5*time.Second)
 			failedCreateLeavesNothing(t, ctx, c)
 			assertContainerWorks(t, ctx)
@@ -286,14 +278,7 @@ func TestLogBadURIExec(t *testing.T) {
 			err = p.Start(ctx)
 			p.Delete(ctx, client.WithProcessKill) //nolint:errcheck // it never ran
 		}
-		errNames(t, err, "exec with log URI "+uri, tc.words...)
-		t.Logf("error: %v", err)
-		if !isRunc() {
-			errNames(t, err, "exec with log URI", uri)
-			if !tc.code(err) {
-				t.Fatalf("error code: %v", err)
-			}
-		}
+		checkLogURIError(t, err, "exec", uri, tc.words, tc.code)
 		assertLoggerGone(t, dir, 5*time.Second)
 		var zombies []string
 		if !poll(5*time.Second, func() bool { zombies = zombieChildren(shim); return len(zombies) == 0 }) {
@@ -555,4 +540,21 @@ func sortLines(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	slices.Sort(lines)
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// checkLogURIError wants err (from a create or exec with a bad log URI)
+// to name words; under io.sandbox.v1 also the whole URI, with the error
+// code code reports (the runc shim names only parts of the URI, and
+// answers Unknown).
+func checkLogURIError(t *testing.T, err error, what, uri string, words []string, code func(error) bool) {
+	t.Helper()
+	errNames(t, err, what+" with log URI "+uri, words...)
+	t.Logf("error: %v", err)
+	if isRunc() {
+		return
+	}
+	errNames(t, err, what+" with log URI", uri)
+	if !code(err) {
+		t.Fatalf("error code: %v", err)
+	}
 }
