@@ -1,0 +1,236 @@
+//go:build seccomp
+
+package usercontainer
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	_ "github.com/opencontainers/cgroups/devices" // device rules for the cgroupfs manager
+	"github.com/opencontainers/runc/libcontainer"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/sandbox-shim/internal/process"
+	"github.com/sandbox-shim/sandbox-shim/spec"
+)
+
+// TestMain lets this test binary be the containers' init, as the shim
+// binary is: libcontainer re-executes it as "init".
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		libcontainer.Init()
+	}
+	os.Exit(m.Run())
+}
+
+// workspace is a real user container built as the sandbox builds its
+// workspace: from a bundle spec, in the host's network namespace, with the
+// reaper compiled from libexec and a busybox rootfs.
+type workspace struct {
+	container *Container
+	settings  spec.Settings
+	base      *specs.Process
+	cgroup    string // the user container's cgroupfs path
+}
+
+func newWorkspace(t *testing.T) *workspace {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds real containers")
+	}
+	dir := t.TempDir()
+	reaper := filepath.Join(dir, "sandbox-reaper")
+	if out, err := exec.Command("cc", "-static", "-O2", "-o", reaper, "../../libexec/reaper/reaper.c").CombinedOutput(); err != nil {
+		t.Fatalf("build the reaper: %v: %s", err, out)
+	}
+	rootfs := filepath.Join(dir, "bundle", "rootfs")
+	bin := filepath.Join(rootfs, "bin")
+	for _, d := range []string{bin, filepath.Join(rootfs, "proc"), filepath.Join(rootfs, "dev"), filepath.Join(rootfs, "sys"), filepath.Join(rootfs, "tmp")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	busybox, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("busybox-static (make apt installs it): %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "busybox"), busybox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, applet := range []string{"sh", "id", "cat", "sleep"} {
+		if err := os.Symlink("busybox", filepath.Join(bin, applet)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// TempDir makes 0700 directories: user code must reach its own root.
+	for _, d := range []string{filepath.Join(dir, "bundle"), rootfs} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bundle := filepath.Join(dir, "bundle")
+	s := specconv.Example()
+	s.Process.Terminal = false
+	settings, err := spec.ParseSettings(s, spec.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := fmt.Sprintf("/sst-unit-%d-%s", os.Getpid(), strings.ToLower(t.Name()))
+	t.Cleanup(func() { removeCgroup(parent) })
+	userCgroup := parent + "/user"
+	cfg, err := spec.Workspace("ws", bundle, s, spec.WorkspaceOptions{
+		Settings: settings, NetNS: "/proc/self/ns/net", UTSNS: "/proc/self/ns/uts",
+		CgroupPath: userCgroup, Reaper: reaper,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid1, err := spec.ReaperProcess(settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Create(t.Context(), Config{
+		SandboxID: "unit", ID: "ws", StateRoot: filepath.Join(dir, "state"),
+		Container: cfg, Reaper: pid1,
+		Waiter:        func() (*libcontainer.Process, error) { return spec.WaiterProcess(settings, s.Process) },
+		ExecPidsLimit: 64, PoolSize: 2,
+	})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Destroy(); err != nil {
+			t.Errorf("destroy: %v", err)
+		}
+	})
+	return &workspace{container: c, settings: settings, base: s.Process, cgroup: userCgroup}
+}
+
+// removeCgroup removes an empty test cgroup from every hierarchy.
+func removeCgroup(p string) {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", p))
+	if d := filepath.Join("/sys/fs/cgroup", p); exists(d) {
+		dirs = append(dirs, d)
+	}
+	for _, d := range dirs {
+		_ = os.Remove(d)
+	}
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// run execs args in the workspace as a containerd exec would reach it and
+// returns its stdout and exit status.
+func (w *workspace) run(t *testing.T, ps *specs.Process) (string, int) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "stdout")
+	if err := unix.Mkfifo(out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan string, 1)
+	go func() {
+		f, err := os.Open(out) // meets the shim's blocking writer
+		if err != nil {
+			read <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(f)
+		f.Close()
+		read <- string(b)
+	}()
+	req, err := spec.WorkspaceExec(ps, w.base, w.settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := process.New("e", process.Stdio{Stdout: out})
+	exited := make(chan struct{})
+	e, err := w.container.Exec(p, req, func(*process.Process) { close(exited) })
+	if err != nil {
+		t.Fatalf("exec %v: %v", ps.Args, err)
+	}
+	defer e.Release()
+	defer p.Close()
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("exec %v did not exit", ps.Args)
+	}
+	status, _ := p.Exit()
+	return <-read, status
+}
+
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestExecRunsAsRequested: what a waiter is sent is what runs: the
+// workspace user with the request's groups, in an exec leaf of its own.
+func TestExecRunsAsRequested(t *testing.T) {
+	w := newWorkspace(t)
+	out, status := w.run(t, &specs.Process{
+		Args: []string{"sh", "-c", "id -u; id -g; id -G; cat /proc/self/cgroup"},
+		Env:  []string{"PATH=/bin"}, Cwd: "/",
+		User: specs.User{UID: 0, GID: 0, AdditionalGids: []uint32{0, 2000}},
+	})
+	if status != 0 {
+		t.Fatalf("exit %d, output %q", status, out)
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) < 4 || lines[0] != "1000" || lines[1] != "1000" || lines[2] != "1000 2000" {
+		t.Fatalf("identity %q, want uid 1000, gid 1000, groups 1000 2000", lines)
+	}
+	if !strings.Contains(out, w.cgroup+"/exec-") {
+		t.Errorf("exec not in an exec leaf under %s:\n%s", w.cgroup, out)
+	}
+}
+
+// TestBadRequestCostsNoWaiter: a request no waiter may run (root) is
+// refused as invalid before a waiter is taken, and the next exec runs.
+func TestBadRequestCostsNoWaiter(t *testing.T) {
+	w := newWorkspace(t)
+	waitFor(t, "a full pool", func() bool { return w.container.waiters.Len() == 2 })
+	p := process.New("root", process.Stdio{})
+	_, err := w.container.Exec(p, spec.ExecRequest{Args: []string{"id"}, Identity: spec.Identity{UID: 0, GID: 0}}, nil)
+	if !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("exec as root: %v, want invalid argument", err)
+	}
+	if n := w.container.waiters.Len(); n != 2 {
+		t.Fatalf("%d waiters ready after a refused request, want 2", n)
+	}
+	if out, status := w.run(t, &specs.Process{Args: []string{"sh", "-c", "echo ok"}, Env: []string{"PATH=/bin"}}); status != 0 || out != "ok\n" {
+		t.Fatalf("exec after the refusal: %q, %d", out, status)
+	}
+}
+
+// TestKillEndsTheContainer: Kill ends the whole container (the reaper and
+// every waiter), and Destroy removes its cgroup.
+func TestKillEndsTheContainer(t *testing.T) {
+	w := newWorkspace(t)
+	waitFor(t, "a full pool", func() bool { return w.container.waiters.Len() == 2 })
+	w.container.Kill()
+	w.container.WaitStopped(5 * time.Second)
+	if w.container.Running() {
+		t.Fatal("reaper still running after Kill")
+	}
+	if err := w.container.Destroy(); err != nil {
+		t.Fatalf("destroy: %v", err)
+	}
+	if d := filepath.Join("/sys/fs/cgroup/pids", w.cgroup); exists(d) {
+		t.Errorf("%s still exists after Destroy", d)
+	}
+}
