@@ -20,7 +20,7 @@ RUNC_BIN := $(OUT)/bin/runc
 # Static helper programs put into the test image at /usr/local/bin/<name>:
 # Go package dirs relative to the repo root (e.g. test/cmd/portgrab), built
 # with CGO_ENABLED=0.
-IMAGE_CMDS ?= test/attacker
+IMAGE_CMDS ?= test/attacker test/agent
 # Further host files for the image, as SRC:DST: the demo control plane's page.
 IMAGE_ADD ?= test/image/www/index.html:/www/index.html
 IMAGE_CMD_BINS := $(foreach c,$(IMAGE_CMDS),$(OUT)/imagebin/$(notdir $(c)))

@@ -20,7 +20,18 @@ const (
 	// AnnotationMounts names bundle mount destinations (comma-separated,
 	// absolute) the workspace keeps besides the kernel filesystems.
 	AnnotationMounts = "io.sandbox.user.mounts"
+	// AnnotationReservedPorts lists the control plane's TCP ports
+	// (comma-separated, 1-65535; empty reserves none): listening sockets made
+	// before the sandbox runs, held by the shim, handed to the control plane
+	// as LISTEN_FDS, never bindable by user code.
+	AnnotationReservedPorts = "io.sandbox.reserved-ports"
+	// AnnotationReservedPortsUserConnect is "allow" to let user code
+	// connect to the reserved ports; the default, "deny", refuses it.
+	AnnotationReservedPortsUserConnect = "io.sandbox.reserved-ports.user-connect"
 )
+
+// DefaultReservedPorts are reserved when the annotation is absent.
+const DefaultReservedPorts = "8080,8888"
 
 // Defaults of the workspace user when neither the annotation nor a non-root
 // image user names one.

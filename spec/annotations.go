@@ -47,6 +47,11 @@ type Settings struct {
 	// UserMounts are the bundle mount destinations (clean, absolute) the
 	// workspace keeps.
 	UserMounts []string
+	// ReservedPorts are the control plane's TCP ports, in the annotation's
+	// order (the order of its fds from 3); none when empty.
+	ReservedPorts []uint16
+	// UserConnect lets user code connect to the reserved ports.
+	UserConnect bool
 }
 
 // Limits are limits on the sandbox that the bundle does not state. The
@@ -153,6 +158,9 @@ func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 			}
 			st.UserMounts = append(st.UserMounts, d)
 		}
+	}
+	if err := parseReservedPorts(ann, &st); err != nil {
+		return Settings{}, err
 	}
 	return st, nil
 }

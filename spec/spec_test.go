@@ -408,20 +408,27 @@ func TestParseSettings(t *testing.T) {
 		}
 		return s
 	}
+	dflt := []uint16{8080, 8888}
 	ok := []struct {
 		name string
 		s    *specs.Spec
 		want Settings
 	}{
-		{"defaults", withAnn(nil, 0, nil), Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
-		{"image user", withAnn(nil, 500, nil), Settings{UID: 500, GID: 500, PidsLimit: 1024, ControlUID: 500}},
+		{"defaults", withAnn(nil, 0, nil), Settings{UID: 1000, GID: 1000, PidsLimit: 1024, ReservedPorts: dflt}},
+		{"image user", withAnn(nil, 500, nil), Settings{UID: 500, GID: 500, PidsLimit: 1024, ControlUID: 500, ReservedPorts: dflt}},
 		{"annotation", withAnn(map[string]string{api.AnnotationUser: "2000:3000", api.AnnotationPidsLimit: "64", api.AnnotationMemoryLimit: "256m"}, 0, nil),
-			Settings{UID: 2000, GID: 3000, UserFromAnnotation: true, PidsLimit: 64, MemoryLimit: 256 << 20, MemoryFromAnnotation: true}},
-		{"uid only", withAnn(map[string]string{api.AnnotationUser: "2000"}, 0, nil), Settings{UID: 2000, GID: 2000, UserFromAnnotation: true, PidsLimit: 1024}},
-		{"derived memory", withAnn(nil, 0, &gib), Settings{UID: 1000, GID: 1000, PidsLimit: 1024, MemoryLimit: gib - 256<<20}},
+			Settings{UID: 2000, GID: 3000, UserFromAnnotation: true, PidsLimit: 64, MemoryLimit: 256 << 20, MemoryFromAnnotation: true, ReservedPorts: dflt}},
+		{"uid only", withAnn(map[string]string{api.AnnotationUser: "2000"}, 0, nil), Settings{UID: 2000, GID: 2000, UserFromAnnotation: true, PidsLimit: 1024, ReservedPorts: dflt}},
+		{"derived memory", withAnn(nil, 0, &gib), Settings{UID: 1000, GID: 1000, PidsLimit: 1024, MemoryLimit: gib - 256<<20, ReservedPorts: dflt}},
 		{"env and mounts", withAnn(map[string]string{api.AnnotationEnv: " API_URL, _x1 ,", api.AnnotationMounts: "/data, /etc/ssl/certs/"}, 0, nil),
-			Settings{UID: 1000, GID: 1000, PidsLimit: 1024, UserEnv: []string{"API_URL", "_x1"}, UserMounts: []string{"/data", "/etc/ssl/certs"}}},
-		{"empty lists", withAnn(map[string]string{api.AnnotationEnv: "", api.AnnotationMounts: " "}, 0, nil), Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
+			Settings{UID: 1000, GID: 1000, PidsLimit: 1024, UserEnv: []string{"API_URL", "_x1"}, UserMounts: []string{"/data", "/etc/ssl/certs"}, ReservedPorts: dflt}},
+		{"empty lists", withAnn(map[string]string{api.AnnotationEnv: "", api.AnnotationMounts: " "}, 0, nil), Settings{UID: 1000, GID: 1000, PidsLimit: 1024, ReservedPorts: dflt}},
+		{"reserved ports", withAnn(map[string]string{api.AnnotationReservedPorts: " 9000 , 22", api.AnnotationReservedPortsUserConnect: "allow"}, 0, nil),
+			Settings{UID: 1000, GID: 1000, PidsLimit: 1024, ReservedPorts: []uint16{9000, 22}, UserConnect: true}},
+		{"no reserved ports", withAnn(map[string]string{api.AnnotationReservedPorts: " ", api.AnnotationReservedPortsUserConnect: "deny"}, 0, nil),
+			Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
+		{"pod sandbox container", withAnn(map[string]string{"io.kubernetes.cri.container-type": "sandbox"}, 0, nil),
+			Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
 	}
 	for _, c := range ok {
 		got, err := ParseSettings(c.s, Limits{})
@@ -437,6 +444,9 @@ func TestParseSettings(t *testing.T) {
 		{api.AnnotationEnv, "1ABC"}, {api.AnnotationEnv, "A-B"}, {api.AnnotationEnv, "OK,A=B"}, {api.AnnotationEnv, "LC_*"}, {api.AnnotationEnv, "A B"},
 		{api.AnnotationMounts, "data"}, {api.AnnotationMounts, "/data,relative"}, {api.AnnotationMounts, "/not-mounted"},
 		{api.AnnotationMounts, "/data,/data/sub"}, {api.AnnotationMounts, "~/x"},
+		{api.AnnotationReservedPorts, "80a"}, {api.AnnotationReservedPorts, "0"}, {api.AnnotationReservedPorts, "65536"},
+		{api.AnnotationReservedPorts, "-1"}, {api.AnnotationReservedPorts, "8080,8080"}, {api.AnnotationReservedPorts, "8080,,8888"},
+		{api.AnnotationReservedPorts, "8080 8888"}, {api.AnnotationReservedPortsUserConnect, "yes"},
 	}
 	for _, c := range bad {
 		_, err := ParseSettings(withAnn(map[string]string{c.key: c.val}, 0, &gib), Limits{})
@@ -802,5 +812,49 @@ func TestWorkspaceExecGroups(t *testing.T) {
 		if !slices.Equal(req.Identity.AdditionalGids, c.want) {
 			t.Errorf("%s: groups %v, want %v", c.name, req.Identity.AdditionalGids, c.want)
 		}
+	}
+}
+
+func TestListenEnv(t *testing.T) {
+	env := []string{"PATH=/bin", "LISTEN_FDS=9", "LISTEN_PID=77", "LISTEN_FDNAMES=x", "LISTEN_FDSX=keep"}
+	got := ListenEnv(env, []uint16{8080, 8888}, true)
+	want := []string{"PATH=/bin", "LISTEN_FDSX=keep", "LISTEN_FDS=2", "LISTEN_FDNAMES=8080:8888", "LISTEN_PID=1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := ListenEnv(env, []uint16{8080}, false); slices.ContainsFunc(got, func(e string) bool { return strings.HasPrefix(e, "LISTEN_PID=") }) {
+		t.Errorf("LISTEN_PID without an own PID namespace: %q", got)
+	}
+	if got := ListenEnv(env, nil, true); !slices.Equal(got, []string{"PATH=/bin", "LISTEN_FDSX=keep"}) {
+		t.Errorf("no ports: %q", got)
+	}
+	if env[1] != "LISTEN_FDS=9" {
+		t.Error("the caller's env was changed")
+	}
+}
+
+func TestBundleNetwork(t *testing.T) {
+	s := bundle(t)
+	if n := BundleNetwork(s); n.Host || n.Path != "" {
+		t.Fatalf("test bundle should ask for a new network namespace: %+v", n)
+	}
+	joined := WithNetworkPath(s, "/proc/1/fd/9")
+	if n := BundleNetwork(joined); n.Path != "/proc/1/fd/9" {
+		t.Errorf("WithNetworkPath: %+v", n)
+	}
+	if n := BundleNetwork(s); n.Path != "" {
+		t.Error("WithNetworkPath changed its argument")
+	}
+	if !OwnPIDNamespace(s) {
+		t.Error("test bundle has its own PID namespace")
+	}
+	host := *s
+	linux := *s.Linux
+	linux.Namespaces = slices.DeleteFunc(slices.Clone(s.Linux.Namespaces), func(ns specs.LinuxNamespace) bool {
+		return ns.Type == specs.NetworkNamespace || ns.Type == specs.PIDNamespace
+	})
+	host.Linux = &linux
+	if !BundleNetwork(&host).Host || OwnPIDNamespace(&host) {
+		t.Error("a bundle without network and PID namespaces is on the host's")
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/sandbox-shim/sandbox-shim/api"
 	"github.com/sandbox-shim/sandbox-shim/internal/cgroup"
 	"github.com/sandbox-shim/sandbox-shim/internal/process"
+	"github.com/sandbox-shim/sandbox-shim/internal/reserve"
 	"github.com/sandbox-shim/sandbox-shim/internal/usercontainer"
 	"github.com/sandbox-shim/sandbox-shim/spec"
 )
@@ -68,6 +69,10 @@ type Sandbox struct {
 	cgroup       *cgroup.Sandbox
 	cgroupPaths  spec.CgroupPaths
 	namespaces   *namespaces
+	// reservation holds the reserved ports for the sandbox's whole life: a
+	// control plane that closes its copies or restarts leaves no window.
+	reservation *reserve.Reservation
+	protections Protections
 
 	controlPlane *libcontainer.Container
 	init         *process.Process
@@ -160,6 +165,27 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		return nil, fail(errdefs.ErrFailedPrecondition, err)
 	}
 	logger := log.G(ctx).WithField("id", cfg.ID)
+	network, err := reserveNetwork(cfg.ID, s, settings)
+	if err != nil {
+		return nil, fail(nil, err)
+	}
+	// The init holds the namespace once it runs; the shim keeps the
+	// reservation (Delete closes it).
+	defer func() {
+		if network.made != nil {
+			network.made.Close()
+		}
+		if retErr != nil {
+			network.reservation.Close()
+		}
+	}()
+	if network.made != nil {
+		// Again, now joining the namespace the shim made.
+		if controlPlane, err = spec.ControlPlane(cfg.ID, cfg.Bundle, network.bundle, paths); err != nil {
+			return nil, fail(errdefs.ErrInvalidArgument, err)
+		}
+	}
+	network.handOver(controlPlane, logger)
 	if s.Process.User.UID == settings.UID {
 		logger.Warnf("workspace user %d is the control plane's user: same-uid protections (signals, ptrace, /proc, RLIMIT_NPROC) are weaker; set %s", settings.UID, api.AnnotationUser)
 	}
@@ -176,6 +202,10 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 			_ = cg.Destroy()
 		}
 	}()
+	protections, err := confineUserNetwork(ctx, cfg.ID, paths.User, settings, network)
+	if err != nil {
+		return nil, fail(nil, err)
+	}
 	rootfs := filepath.Join(cfg.Bundle, "rootfs")
 	if len(cfg.Rootfs) > 0 {
 		if err := os.MkdirAll(rootfs, 0o711); err != nil {
@@ -205,6 +235,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		ID: cfg.ID, Bundle: cfg.Bundle,
 		bundleSpec: s, settings: settings, reaperBinary: reaper, cgroup: cg, cgroupPaths: paths,
 		controlPlane: c, events: events,
+		reservation: network.reservation, protections: protections,
 		workspace: newWorkspace(),
 		stopping:  make(chan struct{}),
 		resources: controlPlane.SandboxResources,
@@ -285,6 +316,9 @@ func (sb *Sandbox) initExited(p *process.Process) {
 		sb.events.OnExit(sb, p)
 	}
 }
+
+// Protections are the sandbox's network guards as set up at Create.
+func (sb *Sandbox) Protections() Protections { return sb.protections }
 
 // Init is the control plane's init process.
 func (sb *Sandbox) Init() *process.Process { return sb.init }
@@ -480,6 +514,7 @@ func (sb *Sandbox) Delete(ctx context.Context) error {
 		}
 	}
 	sb.namespaces.close()
+	sb.reservation.Close()
 	if err := cleanup(sb.ID, sb.Bundle, sb.controlPlane, sb.cgroup); err != nil {
 		errs = append(errs, err)
 	}

@@ -55,7 +55,7 @@ func TestControlPlaneInvisible(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the sleep is running once its exec started; let it exec
 	ps := sb.run(t, ctx, "ps", "-o", "pid,user,args")
 	t.Logf("ps in the workspace:\n%s", ps.stdout)
-	if strings.Contains(ps.stdout, "httpd") {
+	if strings.Contains(ps.stdout, agentPath) {
 		t.Errorf("BREACH: the control plane is visible to user code:\n%s", ps.stdout)
 	}
 	for _, want := range []string{"sleep 60", reaperCmdline} {

@@ -33,6 +33,8 @@ const (
 	maxExecTime = time.Second
 	// attackerPath is where the image holds the attacker.
 	attackerPath = "/usr/local/bin/attacker"
+	// agentPath is the stand-in control plane (test/agent).
+	agentPath = "/usr/local/bin/agent"
 	// reaperCmdline is the workspace's pid 1.
 	reaperCmdline = "/dev/.sandbox-reaper"
 	// workspaceUID is the default user of user code.
@@ -48,7 +50,8 @@ func workspaceMachinery(cmdline string) bool {
 }
 
 // controlPlaneArgs is the task's init: the control plane.
-var controlPlaneArgs = []string{"/usr/sbin/httpd", "-f", "-p", "8080", "-h", "/www"}
+// It adopts the reserved ports 8080 and 8888 from LISTEN_FDS.
+var controlPlaneArgs = []string{agentPath, "-root", "/www"}
 
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
@@ -87,6 +90,13 @@ type sandbox struct {
 // until the control plane answers. The container and task are removed when the test ends.
 func newSandbox(t *testing.T, ctx context.Context, args []string, opts ...oci.SpecOpts) *sandbox {
 	t.Helper()
+	return startSandbox(t, ctx, args, true, opts...)
+}
+
+// startSandbox is newSandbox; with serving false it does not wait for an HTTP answer (for a
+// control plane that serves nothing).
+func startSandbox(t *testing.T, ctx context.Context, args []string, serving bool, opts ...oci.SpecOpts) *sandbox {
+	t.Helper()
 	id := harness.TestID(t)
 	c := d.TestContainer(t, ctx, id, attackImage, harness.SandboxRuntime,
 		append([]oci.SpecOpts{oci.WithProcessArgs(args...)}, opts...)...)
@@ -117,7 +127,7 @@ func newSandbox(t *testing.T, ctx context.Context, args []string, opts ...oci.Sp
 		t.Fatalf("control plane %d is not in a network namespace of its own (same=%v, err=%v)", sb.pid, same, err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for {
+	for serving {
 		body, err := httpGet(sb.pid, time.Second)
 		if err == nil && body == controlPlaneBody {
 			break
@@ -424,7 +434,7 @@ func (sb *sandbox) checkAlive(t *testing.T, ctx context.Context, when string) ti
 		t.Errorf("%s: pid %d is another process now (start time %d, was %d)", when, sb.pid, start, sb.startTime)
 	case state == "Z" || state == "X" || state == "T" || state == "t":
 		t.Errorf("%s: control plane pid %d is in state %s", when, sb.pid, state)
-	case !strings.Contains(procCmdline(sb.pid), "httpd"):
+	case !strings.HasPrefix(procCmdline(sb.pid), agentPath):
 		t.Errorf("%s: control plane pid %d runs %q", when, sb.pid, procCmdline(sb.pid))
 	}
 	// (a) it answers.

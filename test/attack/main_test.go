@@ -1,6 +1,7 @@
 // Package attack runs the threat catalogue's "taking down the control plane" attacks
 // (/work/shared/THREATS.md section 1) as user code against the real shim: every attack is a
-// containerd exec into a sandbox whose control plane is busybox httpd, and every attack is
+// containerd exec into a sandbox whose control plane is test/agent (an HTTP server on the
+// reserved ports), and every attack is
 // followed by checks from outside that the control plane still serves, is the same process,
 // and that the sandbox still takes new execs.
 package attack
@@ -64,19 +65,28 @@ func buildImage(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	attacker := filepath.Join(dir, "attacker")
-	build := exec.CommandContext(ctx, "go", "build", "-o", attacker, "./test/attacker")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build attacker: %w: %s", err, out)
+	agent := filepath.Join(dir, "agent")
+	for bin, pkg := range map[string]string{attacker: "./test/attacker", agent: "./test/agent"} {
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
+		build.Dir = root
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s: %w: %s", pkg, err, out)
+		}
 	}
 	index := filepath.Join(dir, "index.html")
 	if err := os.WriteFile(index, []byte(controlPlaneBody), 0o644); err != nil {
 		return "", fmt.Errorf("write index.html: %w", err)
 	}
+	// localhost both ways, as most images have it (the busybox image has no /etc/hosts).
+	hosts := filepath.Join(dir, "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n::1 localhost\n"), 0o644); err != nil {
+		return "", fmt.Errorf("write hosts: %w", err)
+	}
 	tar := filepath.Join(dir, "attack-image.tar")
 	img := exec.CommandContext(ctx, "go", "run", "./test/image", "-o", tar, "-name", attackImage,
-		"-add", attacker+":/usr/local/bin/attacker", "-add", index+":/www/index.html")
+		"-add", attacker+":/usr/local/bin/attacker", "-add", agent+":/usr/local/bin/agent", "-add", index+":/www/index.html",
+		"-add", hosts+":/etc/hosts")
 	img.Dir = root
 	if out, err := img.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build image: %w: %s", err, out)

@@ -45,6 +45,15 @@ func main() {
 		serveAbstract(os.Args[2])
 		return
 	}
+	// Not attacks: the other halves of connect-reserved and exhaust-ports.
+	if len(os.Args) >= 3 && os.Args[1] == "connect-child" {
+		connectChild(os.Args[2], os.Args[3:])
+		return
+	}
+	if len(os.Args) >= 2 && os.Args[1] == "exhaust-worker" {
+		exhaustWorker(os.Args[2:])
+		return
+	}
 	if len(os.Args) < 2 || attacks[os.Args[1]] == nil {
 		var names []string
 		for n := range attacks {

@@ -6,11 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"runtime"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // HTTPGet fetches http://127.0.0.1:<port><path> inside the network
@@ -18,7 +14,14 @@ import (
 // sandbox's control plane still answers. The socket is created on a locked
 // thread moved into that namespace, which is moved back before unlocking.
 func HTTPGet(pid, port int, path string, timeout time.Duration) (string, error) {
-	conn, err := dialInNetns(pid, fmt.Sprintf("127.0.0.1:%d", port), timeout)
+	return HTTPGetAt(pid, "tcp", fmt.Sprintf("127.0.0.1:%d", port), path, timeout)
+}
+
+// HTTPGetAt is HTTPGet to any address of the namespace (network "tcp",
+// "tcp4" or "tcp6", as net.Dial takes; "localhost:8080" resolves as on the
+// host).
+func HTTPGetAt(pid int, network, addr, path string, timeout time.Duration) (string, error) {
+	conn, err := dialInNetns(pid, network, addr, timeout)
 	if err != nil {
 		return "", err
 	}
@@ -42,41 +45,14 @@ func HTTPGet(pid, port int, path string, timeout time.Duration) (string, error) 
 	return string(b), nil
 }
 
-func dialInNetns(pid int, addr string, timeout time.Duration) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer self.Close()
-		target, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("network namespace of %d: %w", pid, err)}
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("setns: %w", err)}
-			return
-		}
-		c, err := net.DialTimeout("tcp", addr, timeout)
-		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		} // else: the thread stays locked and dies with this goroutine
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+func dialInNetns(pid int, network, addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(fmt.Sprintf("/proc/%d/ns/net", pid), func() error {
+		var err error
+		c, err = net.DialTimeout(network, addr, timeout)
+		return err
+	})
+	return c, err
 }
 
 func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
