@@ -12,6 +12,8 @@ OUTBIN := $(CURDIR)/$(OUT)/bin
 SHIM := bin/containerd-shim-sandbox-v1
 # The workspace's pid 1, installed next to the shim (static: it runs in any rootfs).
 REAPER := bin/sandbox-reaper
+# The OCI hook that reserves ports under plain runc or crun.
+HOOK := bin/sandbox-hook
 
 DEB_PACKAGES := busybox-static libseccomp-dev pkg-config gcc libc6-dev iproute2
 CONTAINERD_BINS := $(addprefix $(OUT)/bin/,containerd ctr containerd-shim-runc-v2)
@@ -61,9 +63,10 @@ $(RUNC_BIN): $(OUT)/runc.version
 	GOBIN=$(OUTBIN) $(GO) install -tags seccomp github.com/opencontainers/runc@$(RUNC_VERSION)
 	@touch $@
 
-## build: the shim and its reaper, and every package compiles.
+## build: the shim, its reaper and the OCI hook, and every package compiles.
 build: $(REAPER)
 	$(GO) build -tags seccomp -o $(SHIM) ./cmd/sandbox-shim
+	$(GO) build -o $(HOOK) ./hooks
 	$(GO) build -tags seccomp ./...
 
 $(REAPER): libexec/reaper/reaper.c

@@ -31,7 +31,8 @@ func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Low, r.High) 
 
 // Policy is what to enforce on one user container.
 type Policy struct {
-	// SandboxID names the sandbox in errors.
+	// SandboxID names the sandbox in errors; empty for a caller that names
+	// it itself.
 	SandboxID string
 	// CgroupPath is the user container's cgroupfs path (/ns/id/user); the
 	// programs go on its cgroup2 directory, created here if missing, so they
@@ -96,7 +97,11 @@ func Apply(p Policy) (Status, error) {
 	st := Status{Ephemeral: p.Ephemeral, UserBindRange: p.userRange(), UDPSocketLimit: p.UDPSocketLimit,
 		ReservedConnect: len(p.ReservedPorts) > 0 && !p.UserConnect}
 	fail := func(err error) (Status, error) {
-		err = fmt.Errorf("sandbox %s: network policy: %w", p.SandboxID, err)
+		if p.SandboxID != "" {
+			err = fmt.Errorf("sandbox %s: network policy: %w", p.SandboxID, err)
+		} else {
+			err = fmt.Errorf("network policy: %w", err)
+		}
 		st.Error = err.Error()
 		return st, err
 	}

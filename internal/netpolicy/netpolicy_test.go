@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,7 +23,7 @@ var testPolicy = Policy{
 	ReservedPorts: []uint16{18888, 18080},
 	Ephemeral:     PortRange{Low: 40000, High: 49999},
 	// Small, so the test reaches it.
-	UDPSocketLimit: udpLimit(),
+	UDPSocketLimit: 16,
 }
 
 func TestMain(m *testing.M) {
@@ -111,7 +110,7 @@ func probe() {
 		r[name] = errString(err)
 	}
 	udp := 0
-	for i := 0; i < probeUDP(); i++ {
+	for i := 0; i < 64; i++ {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
 		if err != nil {
 			r["udp-error"] = errString(err)
@@ -241,18 +240,4 @@ func loopbackUp() error {
 	}
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
-}
-
-func probeUDP() int {
-	if n, err := strconv.Atoi(os.Getenv("PROBE_UDP")); err == nil {
-		return n
-	}
-	return 64
-}
-
-func udpLimit() int64 {
-	if n, err := strconv.Atoi(os.Getenv("TEST_UDP_LIMIT")); err == nil {
-		return int64(n)
-	}
-	return 16
 }

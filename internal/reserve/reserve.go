@@ -20,7 +20,8 @@ import (
 
 // Request is one reservation to make.
 type Request struct {
-	// SandboxID names the sandbox in errors.
+	// SandboxID names the sandbox (or container) in errors; empty for a
+	// caller that names it itself.
 	SandboxID string
 	// NetworkNamespace is the namespace to make the sockets in; nil is the
 	// caller's own.
@@ -52,6 +53,9 @@ const backlog = 4096
 // Make creates the listeners of req. On error none is left open.
 func Make(req Request) (*Reservation, error) {
 	fail := func(err error) (*Reservation, error) {
+		if req.SandboxID == "" {
+			return nil, fmt.Errorf("reserve ports: %w", err)
+		}
 		return nil, fmt.Errorf("sandbox %s: reserve ports: %w", req.SandboxID, err)
 	}
 	seen := map[uint16]bool{}

@@ -52,7 +52,7 @@ func (n *reservedNetwork) close() {
 // after it cloned the init: descriptors made then could never be the
 // init's. A bundle that names a namespace (CRI's pod netns) gets the
 // reservation there.
-func reserveNetwork(id string, s *specs.Spec, settings spec.Settings) (_ *reservedNetwork, retErr error) {
+func reserveNetwork(s *specs.Spec, settings spec.Settings) (_ *reservedNetwork, retErr error) {
 	n := &reservedNetwork{bundle: s}
 	if len(settings.ReservedPorts) == 0 {
 		return n, nil
@@ -81,10 +81,11 @@ func reserveNetwork(id string, s *specs.Spec, settings spec.Settings) (_ *reserv
 			n.close()
 		}
 	}()
-	n.reservation, err = reserve.Make(reserve.Request{SandboxID: id, NetworkNamespace: ns, Ports: settings.ReservedPorts})
+	// Create names the sandbox in its errors.
+	n.reservation, err = reserve.Make(reserve.Request{NetworkNamespace: ns, Ports: settings.ReservedPorts})
 	if err != nil {
-		return nil, fmt.Errorf("%w (%s=%q; a port already taken in the namespace cannot be reserved)",
-			err, api.AnnotationReservedPorts, joinPorts(settings.ReservedPorts, ","))
+		return nil, fmt.Errorf("%w: %w (%s=%q; a port already taken in the namespace cannot be reserved)",
+			errdefs.ErrFailedPrecondition, err, api.AnnotationReservedPorts, joinPorts(settings.ReservedPorts, ","))
 	}
 	return n, nil
 }
@@ -125,7 +126,7 @@ func confineUserNetwork(ctx context.Context, id, userCgroup string, settings spe
 	}
 	logger := log.G(ctx).WithField("id", id)
 	st, err := netpolicy.Apply(netpolicy.Policy{
-		SandboxID: id, CgroupPath: userCgroup, ReservedPorts: settings.ReservedPorts,
+		CgroupPath: userCgroup, ReservedPorts: settings.ReservedPorts,
 		UserConnect: settings.UserConnect, Ephemeral: n.ephemeral(),
 	})
 	p.Network = st

@@ -165,7 +165,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		return nil, fail(errdefs.ErrFailedPrecondition, err)
 	}
 	logger := log.G(ctx).WithField("id", cfg.ID)
-	network, err := reserveNetwork(cfg.ID, s, settings)
+	network, err := reserveNetwork(s, settings)
 	if err != nil {
 		return nil, fail(nil, err)
 	}
