@@ -2,6 +2,8 @@ package attack
 
 import (
 	"bufio"
+	"context"
+	"io"
 	"fmt"
 	"net"
 	"os"
@@ -369,50 +371,105 @@ func TestUnixSocketSquat(t *testing.T) {
 // TestEphemeralPortExhaustion: while user code binds every TCP and UDP port it can (explicit
 // binds in the ephemeral range, bind(0), UDP's autobind at sendto, in dozens of processes),
 // the control plane still connects out over TCP and resolves names over UDP to a resolver in
-// the peer namespace.
+// the peer namespace. The same attack on a runc container (user code as uid 1000 beside the
+// same control plane) is run first, to show it is real there.
 func TestEphemeralPortExhaustion(t *testing.T) {
 	ctx := testCtx(t)
+	runcNetwork, runcNetns := withNetwork(t)
+	baseline := exhaustAndCheck(t, ctx, "runc", runcNetwork, func() (int, func(args ...string) *proc) {
+		return runcSandbox(t, ctx, runcNetns)
+	})
+	if baseline.failures == 0 {
+		t.Errorf("under runc the attack left the control plane's outbound traffic alone: it proves nothing")
+	}
 	network, netns := withNetwork(t)
+	var sb *sandbox
+	res := exhaustAndCheck(t, ctx, harness.SandboxRuntime, network, func() (int, func(args ...string) *proc) {
+		sb = newSandbox(t, ctx, controlPlaneArgs, netns)
+		return sb.pid, func(args ...string) *proc { return sb.background(t, ctx, args...) }
+	})
+	if res.tcpAny < 1000 {
+		t.Errorf("user code bound only %d TCP sockets: the attack proves nothing", res.tcpAny)
+	}
+	if res.tcp != 0 {
+		t.Errorf("user code holds %d TCP ports of the ephemeral range", res.tcp)
+	}
+	if res.udp > 4096 {
+		t.Errorf("user code holds %d UDP ports of the ephemeral range, more than the limit of 4096", res.udp)
+	}
+	if res.failures > 0 {
+		t.Errorf("%d of 40 outbound operations of the control plane failed during the attack", res.failures)
+	}
+	sb.checkAlive(t, ctx, "during the port exhaustion")
+}
+
+// exhaustion is what one run of exhaust-ports took and what it did to the control plane.
+type exhaustion struct {
+	tcp, udp, tcpAny, udpAny int
+	failures                 int
+}
+
+// exhaustAndCheck starts a control plane (start returns its pid and a way to run user code
+// beside it), checks its outbound TCP and DNS, runs exhaust-ports as user code, and checks
+// again while the ports are held.
+func exhaustAndCheck(t *testing.T, ctx context.Context, runtime string, network *harness.SandboxNetwork, start func() (int, func(args ...string) *proc)) exhaustion {
+	t.Helper()
 	tcpServer, dns := peerServers(t, network)
-	sb := newSandbox(t, ctx, controlPlaneArgs, netns)
+	pid, background := start()
 	low, high := ephemeralRange(t, network.Path())
-	check := func(when string) (failures int) {
+	check := func() (failures int) {
 		for i := 0; i < 20; i++ {
-			if body, err := harness.HTTPGet(sb.pid, 8080, "/dial?addr="+tcpServer, 5*time.Second); err != nil {
-				t.Errorf("%s: the control plane cannot connect out: %q %v", when, body, err)
+			if _, err := harness.HTTPGet(pid, 8080, "/dial?addr="+tcpServer, 5*time.Second); err != nil {
 				failures++
 			}
-			if body, err := harness.HTTPGet(sb.pid, 8080, "/resolve?name=sandbox.test&server="+dns, 8*time.Second); err != nil || strings.TrimSpace(body) != dnsAnswer {
-				t.Errorf("%s: the control plane cannot resolve a name: %q %v", when, body, err)
+			if body, err := harness.HTTPGet(pid, 8080, "/resolve?name=sandbox.test&server="+dns, 8*time.Second); err != nil || strings.TrimSpace(body) != dnsAnswer {
 				failures++
 			}
 		}
 		return failures
 	}
-	if check("before the attack") > 0 {
-		t.Fatal("the outbound checks fail without any attack")
+	if n := check(); n > 0 {
+		t.Fatalf("%s: %d of 40 outbound operations fail without any attack", runtime, n)
 	}
-	hog := sb.background(t, ctx, attackerPath, "exhaust-ports", strconv.Itoa(low), strconv.Itoa(high))
-	if !poll(60*time.Second, func() bool { return strings.Contains(hog.stdout.String(), "READY") }) {
-		t.Fatalf("exhaust-ports never got ready:\n%s%s", hog.stdout, hog.stderr)
+	hog := background(attackerPath, "exhaust-ports", strconv.Itoa(low), strconv.Itoa(high))
+	if !poll(90*time.Second, func() bool { return strings.Contains(hog.stdout.String(), "READY") }) {
+		t.Fatalf("%s: exhaust-ports never got ready:\n%s%s", runtime, hog.stdout, hog.stderr)
 	}
 	summary := regexp.MustCompile(`holding ephemeral ports .*`).FindString(hog.stdout.String())
-	t.Logf("user code: %s\n%s", summary, hog.stderr.String())
-	var tcp, udp, tcpAny, udpAny int
-	fmt.Sscanf(summary[strings.Index(summary, "tcp"):], "tcp %d udp %d (sockets bound anywhere: tcp %d udp %d)", &tcp, &udp, &tcpAny, &udpAny)
-	if tcpAny < 1000 {
-		t.Errorf("user code bound only %d TCP sockets: the attack proves nothing", tcpAny)
+	var r exhaustion
+	fmt.Sscanf(summary[strings.Index(summary, "tcp"):], "tcp %d udp %d (sockets bound anywhere: tcp %d udp %d)", &r.tcp, &r.udp, &r.tcpAny, &r.udpAny)
+	r.failures = check()
+	t.Logf("%s: ephemeral range %d-%d (%d ports): user code held tcp %d, udp %d of them (sockets bound: tcp %d, udp %d); the control plane's outbound operations failed %d of 40",
+		runtime, low, high, high-low+1, r.tcp, r.udp, r.tcpAny, r.udpAny, r.failures)
+	_ = hog.remove()
+	return r
+}
+
+// runcSandbox runs the agent as the init of a runc container in netns and returns its pid
+// and a way to run user code (uid 1000) in it, as a plain container would.
+func runcSandbox(t *testing.T, ctx context.Context, netns oci.SpecOpts) (int, func(args ...string) *proc) {
+	t.Helper()
+	id := harness.TestID(t)
+	c := d.TestContainer(t, ctx, id, attackImage, harness.RuncRuntime,
+		oci.WithProcessArgs(agentPath, "-root", "/www", "-listen", ":8080"), netns)
+	task, err := c.NewTask(ctx, ioCreator(io.Discard, io.Discard, false))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if tcp != 0 {
-		t.Errorf("user code holds %d TCP ports of the ephemeral range", tcp)
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
 	}
-	if udp > 4096 {
-		t.Errorf("user code holds %d UDP ports of the ephemeral range, more than the limit of 4096", udp)
+	s, err := task.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	failures := check("while user code holds every port it could get")
-	t.Logf("ephemeral range %d-%d (%d ports): user code held tcp %d, udp %d of them; control plane: %d of 40 outbound operations failed",
-		low, high, high-low+1, tcp, udp, failures)
-	sb.checkAlive(t, ctx, "during the port exhaustion")
+	sb := &sandbox{id: id, task: task, pid: int(task.Pid()), proc: *s.Process}
+	sb.proc.User = specs.User{UID: 1000, GID: 1000}
+	sb.proc.Capabilities = &specs.LinuxCapabilities{}
+	if !poll(10*time.Second, func() bool { _, err := httpGet(sb.pid, time.Second); return err == nil }) {
+		t.Fatal("the runc control plane never answered")
+	}
+	return sb.pid, func(args ...string) *proc { return sb.background(t, ctx, args...) }
 }
 
 // ephemeralRange reads ip_local_port_range in the namespace at path.

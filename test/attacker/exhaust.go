@@ -15,7 +15,7 @@ import (
 
 // exhaustWorkers bounds the processes exhaust-ports starts; each holds as
 // many sockets as its RLIMIT_NOFILE allows.
-const exhaustWorkers = 48
+const exhaustWorkers = 64
 
 // exhaustPorts: LOW HIGH takes every TCP and UDP port it can in the
 // ephemeral range LOW-HIGH, by every means user code has (explicit binds,

@@ -47,9 +47,11 @@ func run() error {
 			fmt.Println("cleanup:", err)
 		}
 	}()
-	step("sandbox %q on runtime %s: the control plane is the image entrypoint, an HTTP server on :%d", id, harness.SandboxRuntime, port)
+	step("sandbox %q on runtime %s: the control plane is the image entrypoint, an HTTP server on the reserved ports 8080 and 8888", id, harness.SandboxRuntime)
+	fmt.Println("  the shim makes the listening sockets before the control plane exists and hands them over as fds 3 and 4 (LISTEN_FDS);")
+	fmt.Println("  its local API is a unix path socket in a root-only directory, never an abstract name")
 	ctr, err := d.NewContainer(ctx, id, harness.Image, harness.SandboxRuntime,
-		oci.WithProcessArgs("/usr/sbin/httpd", "-f", "-p", fmt.Sprint(port), "-h", "/www"),
+		oci.WithProcessArgs("/usr/local/bin/agent", "-root", "/www", "-unix", "/run/agent/agent.sock"),
 		oci.WithMemoryLimit(256<<20))
 	if err != nil {
 		return err
@@ -120,10 +122,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if strings.Contains(out, "httpd") {
+	if strings.Contains(out, "agent") {
 		return fmt.Errorf("the control plane is visible to user code")
 	}
-	fmt.Println("  -> no httpd in the list: the control plane is not there to signal")
+	fmt.Println("  -> no agent in the list: the control plane is not there to signal")
 	if _, err := exec("kill -9 -1", "sh", "-c", "kill -9 -1; echo still here"); err != nil {
 		return err
 	}
@@ -156,7 +158,36 @@ func run() error {
 	}
 	fmt.Printf("  -> the control plane (pid %d on the host) survived everything\n", cpPid)
 
-	step("guarantee 2 (reserved ports) and 3 (execSecure): arrive with the next issues")
+	step("guarantee 2: the reserved ports 8080 and 8888 stay the control plane's")
+	if body, err := harness.HTTPGet(cpPid, port, "/fds", 3*time.Second); err == nil {
+		for _, l := range strings.Split(strings.TrimSpace(body), "\n") {
+			if strings.HasPrefix(l, "LISTEN_") || strings.HasPrefix(l, "fd 3 ") || strings.HasPrefix(l, "fd 4 ") {
+				fmt.Printf("  [outside] control plane: %s\n", l)
+			}
+		}
+	}
+	fmt.Println("  user code tries every bind (0.0.0.0, 127.0.0.1, [::] dual-stack and v6only, ::1, ::ffff:127.0.0.1; SO_REUSEADDR, SO_REUSEPORT):")
+	if _, err := exec("bind", "sh", "-c", "/usr/local/bin/attacker bind-reserved - 8080 8888 | tail -4"); err != nil {
+		return err
+	}
+	fmt.Println("  user code tries to call the control plane's API directly (a cgroup BPF program refuses the connection):")
+	if _, err := exec("connect", "sh", "-c", "/usr/local/bin/attacker connect-reserved - 8080 | head -4"); err != nil {
+		return err
+	}
+	fmt.Println("  user code squats the abstract name @agent.sock and tries the control plane's path socket:")
+	if _, err := exec("squat", "sh", "-c", "timeout 2 /usr/local/bin/attacker squat-unix agent.sock /run/agent/agent.sock"); err != nil {
+		return err
+	}
+	for _, p := range []int{8080, 8888} {
+		body, err := harness.HTTPGet(cpPid, p, "/", 3*time.Second)
+		if err != nil {
+			return fmt.Errorf("[outside] control plane does not answer on %d: %w", p, err)
+		}
+		fmt.Printf("  [outside] GET http://127.0.0.1:%d/ -> %q\n", p, strings.TrimSpace(body))
+	}
+	fmt.Println("  -> every bind and connect failed; the control plane still serves both ports")
+
+	step("guarantee 3 (execSecure): arrives with the next issues")
 	return nil
 }
 
