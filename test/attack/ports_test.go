@@ -3,8 +3,8 @@ package attack
 import (
 	"bufio"
 	"context"
-	"io"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
