@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -374,7 +375,9 @@ func TestUnixSocketSquat(t *testing.T) {
 // the peer namespace. The same attack on a runc container (user code as uid 1000 beside the
 // same control plane) is run first, to show it is real there.
 func TestEphemeralPortExhaustion(t *testing.T) {
-	ctx := testCtx(t)
+	// Two attacks of up to 64 processes each: longer than testTimeout on a loaded machine.
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), d.Namespace), 4*time.Minute)
+	t.Cleanup(cancel)
 	runcNetwork, runcNetns := withNetwork(t)
 	baseline := exhaustAndCheck(t, ctx, "runc", runcNetwork, func() (int, func(args ...string) *proc) {
 		return runcSandbox(t, ctx, runcNetns)
