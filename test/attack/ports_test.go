@@ -341,7 +341,9 @@ func TestNoRuntimeAbstractSockets(t *testing.T) {
 // path: the path stays the control plane's, and it still answers there.
 func TestUnixSocketSquat(t *testing.T) {
 	ctx := testCtx(t)
-	const path = "/run/agent/agent.sock"
+	// In the shared rootfs (not /run, which the workspace gets as a private tmpfs): the
+	// root-only directory is what must keep user code out.
+	const path = "/srv/agent/agent.sock"
 	sb := newSandbox(t, ctx, append(append([]string{}, controlPlaneArgs...), "-unix", path))
 	squat := sb.background(t, ctx, attackerPath, "squat-unix", "agent.sock", path)
 	if !poll(10*time.Second, func() bool {
