@@ -205,3 +205,26 @@ func TestSendReceive(t *testing.T) {
 		t.Error("a socket that does not listen was accepted")
 	}
 }
+
+// TestMakeWithoutIPv6: in a namespace with IPv6 disabled the ports are still
+// held against every IPv4 bind.
+func TestMakeWithoutIPv6(t *testing.T) {
+	ns := newNetns(t)
+	if err := inNamespace(ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/all/disable_ipv6", []byte("1"), 0)
+	}); err != nil {
+		t.Skipf("cannot disable IPv6 in the namespace: %v", err)
+	}
+	res, err := Make(Request{NetworkNamespace: ns, Ports: []uint16{18080}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	got := bindVariants(t, ns, 18080)
+	for _, g := range got {
+		if g == "0.0.0.0" || g == "127.0.0.1" {
+			t.Errorf("IPv4 bind %s got through without IPv6", g)
+		}
+	}
+	t.Logf("dual-stack %v; binds that worked: %v", res.Listeners[0].DualStack, got)
+}

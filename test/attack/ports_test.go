@@ -253,8 +253,13 @@ func TestReservedPortsHandOver(t *testing.T) {
 			t.Errorf("the shim (pid %d) holds no copy of the listener on %s (%s)", shim, port, socket)
 		}
 	}
-	// Nowhere else: not the workspace's reaper, not its pooled execs.
+	// Nowhere else: not the workspace's reaper, not its pooled execs. And every one of them
+	// sits in the cgroup2 directory the network programs are attached to.
 	for _, pid := range sb.workspacePids() {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if !regexp.MustCompile(`(?m)^0::/.*/` + regexp.QuoteMeta(sb.id) + `/user(/.*)?$`).Match(b) {
+			t.Errorf("workspace process %d (%s) is not in the user cgroup on cgroup2:\n%s", pid, procCmdline(pid), b)
+		}
 		for socket := range socketInodes(pid) {
 			if listeners[socket] {
 				t.Errorf("BREACH: workspace process %d (%s) holds a reserved port's socket %s", pid, procCmdline(pid), socket)
@@ -265,6 +270,22 @@ func TestReservedPortsHandOver(t *testing.T) {
 		t.Errorf("the control plane could bind 8080 itself: %q %v", body, err)
 	}
 	expectBlocked(t, "fds", sb.attack(t, ctx, false, "fds"))
+	// The shim said at Create what is enforced and what is not.
+	logged := ""
+	poll(5*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(d.Dir, "containerd.log"))
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, sb.id) && strings.Contains(line, "reserved ports 8080,8888 held") {
+				logged = line
+			}
+		}
+		return logged != ""
+	})
+	for _, want := range []string{"dual-stack", "nor connect to them", "ephemeral range 32768-60999 refused", "bind(0) served from 16384-32767", "at most 4096 UDP sockets", "not enforced:", "sendto"} {
+		if !strings.Contains(logged, want) {
+			t.Errorf("the shim's Create log does not say %q: %q", want, logged)
+		}
+	}
 	sb.checkAlive(t, ctx, "after the hand-over checks")
 }
 
