@@ -44,14 +44,18 @@ type Policy struct {
 	// Ephemeral is the network namespace's ip_local_port_range: the ports
 	// the control plane's outbound connections and DNS lookups come from.
 	Ephemeral PortRange
-	// UDPSocketLimit bounds user code's live UDP sockets; 0 takes
-	// DefaultUDPSocketLimit.
-	UDPSocketLimit int64
+	// UDPSocketLimit and TCPSocketLimit bound user code's live sockets; 0
+	// takes the default.
+	UDPSocketLimit, TCPSocketLimit int64
 }
 
-// DefaultUDPSocketLimit leaves most of a default ephemeral range (28232
-// ports) to the control plane while user code may still hold thousands.
-const DefaultUDPSocketLimit = 4096
+// The default socket limits leave most of a default ephemeral range (28232
+// ports) to the control plane, towards any destination, while user code
+// may still hold thousands.
+const (
+	DefaultUDPSocketLimit = 4096
+	DefaultTCPSocketLimit = 8192
+)
 
 // userRange is where bind(0) of user code lands: the ports just below the
 // ephemeral range, at most 16384 of them, none below 1024. Zero when there
@@ -74,6 +78,7 @@ type Status struct {
 	// Ephemeral and UserBindRange are the ranges the programs were built with.
 	Ephemeral, UserBindRange PortRange
 	UDPSocketLimit           int64
+	TCPSocketLimit           int64
 	// ReservedConnect tells whether connections to reserved ports are refused.
 	ReservedConnect bool
 	// Error is why nothing is enforced, if so.
@@ -83,8 +88,8 @@ type Status struct {
 // Limits are what the kernel does not let these programs stop; they are
 // logged at Create and documented.
 var Limits = []string{
-	"an unconnected UDP socket's first sendto(2) takes an ephemeral port before any hook runs: bounded by the UDP socket limit, not kept out of the range",
-	"TCP connect(2) without bind takes an ephemeral port, shared with every other connection to another destination: it only exhausts ports towards the same destination",
+	"an unconnected UDP socket's first sendto(2) (and UDP connect) takes an ephemeral port before any hook runs: bounded by the UDP socket limit, not kept out of the range",
+	"TCP connect(2) without bind takes an ephemeral port (shared with connections to other destinations): bounded by the TCP socket limit towards any one destination",
 }
 
 // Apply attaches the programs for p to the user container's cgroup. On error
@@ -94,7 +99,11 @@ func Apply(p Policy) (Status, error) {
 	if p.UDPSocketLimit == 0 {
 		p.UDPSocketLimit = DefaultUDPSocketLimit
 	}
-	st := Status{Ephemeral: p.Ephemeral, UserBindRange: p.userRange(), UDPSocketLimit: p.UDPSocketLimit,
+	if p.TCPSocketLimit == 0 {
+		p.TCPSocketLimit = DefaultTCPSocketLimit
+	}
+	st := Status{Ephemeral: p.Ephemeral, UserBindRange: p.userRange(),
+		UDPSocketLimit: p.UDPSocketLimit, TCPSocketLimit: p.TCPSocketLimit,
 		ReservedConnect: len(p.ReservedPorts) > 0 && !p.UserConnect}
 	fail := func(err error) (Status, error) {
 		if p.SandboxID != "" {
@@ -121,15 +130,19 @@ func Apply(p Policy) (Status, error) {
 		return fail(err)
 	}
 	defer cg.Close()
-	counter, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	counter, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2})
 	if err != nil {
-		return fail(fmt.Errorf("UDP socket counter: %w", err))
+		return fail(fmt.Errorf("socket counter: %w", err))
+	}
+	slots := []socketSlot{
+		{protocols: []int32{ipProtoUDP, ipProtoUDPLite}, slot: 0, limit: p.UDPSocketLimit},
+		{protocols: []int32{ipProtoTCP, ipProtoMPTCP}, slot: 1, limit: p.TCPSocketLimit},
 	}
 	defer counter.Close() // the attached programs hold it
 	programs := []program{
 		// Counting first: a socket refused later must still be counted out.
-		{ebpf.CGroupSock, ebpf.AttachCgroupInetSockRelease, udpCountProgram(counter.FD(), -1, 0)},
-		{ebpf.CGroupSock, ebpf.AttachCGroupInetSockCreate, udpCountProgram(counter.FD(), 1, p.UDPSocketLimit)},
+		{ebpf.CGroupSock, ebpf.AttachCgroupInetSockRelease, socketCountProgram(counter.FD(), -1, slots)},
+		{ebpf.CGroupSock, ebpf.AttachCGroupInetSockCreate, socketCountProgram(counter.FD(), 1, slots)},
 		{ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Bind, bindProgram(p)},
 		{ebpf.CGroupSockAddr, ebpf.AttachCGroupInet6Bind, bindProgram(p)},
 	}

@@ -22,8 +22,9 @@ const probeEnv = "NETPOLICY_TEST_PROBE"
 var testPolicy = Policy{
 	ReservedPorts: []uint16{18888, 18080},
 	Ephemeral:     PortRange{Low: 40000, High: 49999},
-	// Small, so the test reaches it.
+	// Small, so the test reaches them.
 	UDPSocketLimit: 16,
+	TCPSocketLimit: 24,
 }
 
 func TestMain(m *testing.M) {
@@ -120,6 +121,15 @@ func probe() {
 		_ = fd // held until exit
 	}
 	r["udp-sockets"] = fmt.Sprint(udp)
+	tcp := 0
+	for i := 0; i < 64; i++ {
+		if _, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM, 0); err != nil {
+			r["tcp-error"] = errString(err)
+			break
+		}
+		tcp++
+	}
+	r["tcp-sockets"] = fmt.Sprint(tcp)
 	_ = json.NewEncoder(os.Stdout).Encode(r)
 }
 
@@ -146,7 +156,7 @@ func TestApply(t *testing.T) {
 			t.Errorf("remove test cgroup: %v", err)
 		}
 	})
-	if !st.Enforced || !st.ReservedConnect || st.UserBindRange != (PortRange{23616, 39999}) {
+	if !st.Enforced || !st.ReservedConnect || st.UserBindRange != (PortRange{23616, 39999}) || st.TCPSocketLimit != 24 {
 		t.Fatalf("status %+v", st)
 	}
 	out, err := runConfined(t, st.Cgroup)
@@ -165,11 +175,15 @@ func TestApply(t *testing.T) {
 		"bind0-2": "ok", "bind0-10": "ok",
 		"connect-127.0.0.1": perm, "connect-::1": perm, "connect-mapped": perm, "connect-0.0.0.0": perm,
 		"connect-free": unix.ECONNREFUSED.Error(),
-		"udp-sockets":  "16", "udp-error": perm,
+		"udp-sockets":  "16", "udp-error": perm, "tcp-error": perm,
 	} {
 		if r[key] != want {
 			t.Errorf("%s: %q, want %q", key, r[key], want)
 		}
+	}
+	// Three TCP sockets of the probe are still open (the binds that worked).
+	if r["tcp-sockets"] != "21" {
+		t.Errorf("tcp-sockets: %q, want 21 (limit 24, 3 open)", r["tcp-sockets"])
 	}
 	for _, key := range []string{"bind0-2-port", "bind0-10-port"} {
 		var port int

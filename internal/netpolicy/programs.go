@@ -15,8 +15,10 @@ const (
 )
 
 const (
+	ipProtoTCP     = 6
 	ipProtoUDP     = 17
 	ipProtoUDPLite = 136
+	ipProtoMPTCP   = 262
 	// currentNetns is BPF_F_CURRENT_NETNS for the sk_lookup helpers.
 	currentNetns = -1
 )
@@ -143,34 +145,54 @@ func connectProgram(p Policy, ipv6 bool) asm.Instructions {
 	return append(ins, returnWith("allow", allow)...)
 }
 
-// udpCountProgram keeps the count of user code's live UDP sockets in the
-// map's one slot (add is +1 at create, -1 at release) and refuses a socket
-// beyond limit. An unconnected UDP socket takes an ephemeral port of its
-// own at its first sendto(2) before any hook sees it, so counting sockets
-// is what bounds the ports user code can take that way.
-func udpCountProgram(mapFD int, add int32, limit int64) asm.Instructions {
+// socketSlot is one counter of socketCountProgram: a protocol's slot in the
+// map and the most live sockets of it user code may hold.
+type socketSlot struct {
+	protocols []int32
+	slot      int64
+	limit     int64
+}
+
+// socketCountProgram keeps the count of user code's live TCP and UDP sockets
+// in the map's slots (add is +1 at create, -1 at release) and refuses a
+// socket beyond its protocol's limit. An unconnected UDP socket takes an
+// ephemeral port of its own at its first sendto(2), and a TCP connect(2)
+// one per connection, before any hook sees it: counting sockets is what
+// bounds the ports user code can take that way.
+func socketCountProgram(mapFD int, add int32, slots []socketSlot) asm.Instructions {
 	ins := asm.Instructions{
-		asm.LoadMem(asm.R2, asm.R1, sockProtocol, asm.Word),
-		asm.JEq.Imm(asm.R2, ipProtoUDP, "count"),
-		asm.JEq.Imm(asm.R2, ipProtoUDPLite, "count"),
-		asm.Ja.Label("allow"),
-		asm.StoreImm(asm.RFP, -4, 0, asm.Word).WithSymbol("count"),
-		asm.LoadMapPtr(asm.R1, mapFD),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "allow"),
-		asm.Mov.Imm(asm.R1, add),
-		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+		asm.LoadMem(asm.R6, asm.R1, sockProtocol, asm.Word),
+	}
+	for i, s := range slots {
+		for _, proto := range s.protocols {
+			ins = append(ins, asm.JEq.Imm(asm.R6, proto, "count-"+itoa(i)))
+		}
+	}
+	ins = append(ins, asm.Ja.Label("allow"))
+	for i, s := range slots {
+		ins = append(ins,
+			asm.StoreImm(asm.RFP, -4, s.slot, asm.Word).WithSymbol("count-"+itoa(i)),
+			asm.LoadMapPtr(asm.R1, mapFD),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -4),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "allow"),
+			asm.Mov.Imm(asm.R1, add),
+			asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+		)
+		if add > 0 {
+			ins = append(ins,
+				asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+				asm.JLE.Imm(asm.R1, int32(s.limit), "allow"),
+				asm.Mov.Imm(asm.R1, -add),
+				asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+				asm.Ja.Label("deny"),
+			)
+		} else {
+			ins = append(ins, asm.Ja.Label("allow"))
+		}
 	}
 	if add > 0 {
-		ins = append(ins,
-			asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
-			asm.JLE.Imm(asm.R1, int32(limit), "allow"),
-			asm.Mov.Imm(asm.R1, -add),
-			asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
-			asm.Ja.Label("deny"),
-		)
 		ins = append(ins, returnWith("deny", deny)...)
 	}
 	return append(ins, returnWith("allow", allow)...)

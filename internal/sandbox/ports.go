@@ -163,8 +163,8 @@ func logProtections(logger *log.Entry, p Protections) {
 	} else {
 		b.WriteString(", bind(0) not moved (no room below the ephemeral range)")
 	}
-	fmt.Fprintf(&b, ", at most %d UDP sockets (cgroup BPF on %s); not enforced: %s",
-		p.Network.UDPSocketLimit, p.Network.Cgroup, strings.Join(netpolicy.Limits, "; "))
+	fmt.Fprintf(&b, ", at most %d UDP and %d TCP sockets (cgroup BPF on %s); not enforced: %s",
+		p.Network.UDPSocketLimit, p.Network.TCPSocketLimit, p.Network.Cgroup, strings.Join(netpolicy.Limits, "; "))
 	logger.Info(b.String())
 }
 

@@ -281,7 +281,7 @@ func TestReservedPortsHandOver(t *testing.T) {
 		}
 		return logged != ""
 	})
-	for _, want := range []string{"dual-stack", "nor connect to them", "ephemeral range 32768-60999 refused", "bind(0) served from 16384-32767", "at most 4096 UDP sockets", "not enforced:", "sendto"} {
+	for _, want := range []string{"dual-stack", "nor connect to them", "ephemeral range 32768-60999 refused", "bind(0) served from 16384-32767", "at most 4096 UDP and 8192 TCP sockets", "not enforced:", "sendto"} {
 		if !strings.Contains(logged, want) {
 			t.Errorf("the shim's Create log does not say %q: %q", want, logged)
 		}
@@ -414,8 +414,8 @@ func TestEphemeralPortExhaustion(t *testing.T) {
 		sb = newSandbox(t, ctx, controlPlaneArgs, netns)
 		return sb.pid, func(args ...string) *proc { return sb.background(t, ctx, args...) }
 	})
-	if res.tcpAny < 1000 {
-		t.Errorf("user code bound only %d TCP sockets: the attack proves nothing", res.tcpAny)
+	if res.tcpAny < 1000 || res.tcpAny > 8192 {
+		t.Errorf("user code bound %d TCP sockets, want between 1000 (else the attack proves nothing) and the limit of 8192", res.tcpAny)
 	}
 	if res.tcp != 0 {
 		t.Errorf("user code holds %d TCP ports of the ephemeral range", res.tcp)
