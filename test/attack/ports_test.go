@@ -398,8 +398,9 @@ func TestUnixSocketSquat(t *testing.T) {
 // the peer namespace. The same attack on a runc container (user code as uid 1000 beside the
 // same control plane) is run first, to show it is real there.
 func TestEphemeralPortExhaustion(t *testing.T) {
-	// Two attacks of up to 64 processes each: longer than testTimeout on a loaded machine.
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), d.Namespace), 4*time.Minute)
+	// Two attacks of up to 64 processes each: longer than testTimeout on a loaded machine
+	// (filling the last ports of a range is slow: the kernel searches it for each).
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), d.Namespace), 6*time.Minute)
 	t.Cleanup(cancel)
 	runcNetwork, runcNetns := withNetwork(t)
 	baseline := exhaustAndCheck(t, ctx, "runc", runcNetwork, func() (int, func(args ...string) *proc) {
@@ -458,7 +459,7 @@ func exhaustAndCheck(t *testing.T, ctx context.Context, runtime string, network 
 		t.Fatalf("%s: %d of 40 outbound operations fail without any attack", runtime, n)
 	}
 	hog := background(attackerPath, "exhaust-ports", strconv.Itoa(low), strconv.Itoa(high))
-	if !poll(90*time.Second, func() bool { return strings.Contains(hog.stdout.String(), "READY") }) {
+	if !poll(3*time.Minute, func() bool { return strings.Contains(hog.stdout.String(), "READY") }) {
 		t.Fatalf("%s: exhaust-ports never got ready:\n%s%s", runtime, hog.stdout, hog.stderr)
 	}
 	summary := regexp.MustCompile(`holding ephemeral ports .*`).FindString(hog.stdout.String())

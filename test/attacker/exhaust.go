@@ -113,7 +113,9 @@ func exhaustWorker(args []string) {
 			} else {
 				// UDP autobinds at its first send, before any bind hook.
 				_ = unix.Sendto(fd, []byte("x"), 0, discard)
-				bound = true
+				if sa, err := unix.Getsockname(fd); err == nil {
+					bound = sa.(*unix.SockaddrInet4).Port != 0
+				}
 			}
 		}
 		if !bound {
