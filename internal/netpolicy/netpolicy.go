@@ -90,6 +90,7 @@ type Status struct {
 var Limits = []string{
 	"an unconnected UDP socket's first sendto(2) (and UDP connect) takes an ephemeral port before any hook runs: bounded by the UDP socket limit, not kept out of the range",
 	"TCP connect(2) without bind takes an ephemeral port (shared with connections to other destinations): bounded by the TCP socket limit towards any one destination",
+	"a closed TCP connection keeps its port in TIME_WAIT towards its destination for 60 s, uncounted",
 }
 
 // Apply attaches the programs for p to the user container's cgroup. On error

@@ -163,10 +163,13 @@ func logProtections(logger *log.Entry, p Protections) {
 	} else {
 		b.WriteString(", bind(0) not moved (no room below the ephemeral range)")
 	}
-	fmt.Fprintf(&b, ", at most %d UDP and %d TCP sockets (cgroup BPF on %s); not enforced: %s",
-		p.Network.UDPSocketLimit, p.Network.TCPSocketLimit, p.Network.Cgroup, strings.Join(netpolicy.Limits, "; "))
+	fmt.Fprintf(&b, ", at most %d UDP and %d TCP sockets (cgroup BPF on %s); not enforced: %s; %s",
+		p.Network.UDPSocketLimit, p.Network.TCPSocketLimit, p.Network.Cgroup, strings.Join(netpolicy.Limits, "; "), abstractSocketLimit)
 	logger.Info(b.String())
 }
+
+// abstractSocketLimit is what the shim cannot refuse on these kernels.
+const abstractSocketLimit = "user code can bind abstract unix socket names before the control plane (no kernel hook refuses it here): the control plane must use path sockets"
 
 func joinPorts(ports []uint16, sep string) string {
 	s := make([]string, len(ports))

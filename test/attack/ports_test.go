@@ -281,6 +281,7 @@ func TestReservedPortsHandOver(t *testing.T) {
 		}
 		return logged != ""
 	})
+	t.Logf("shim log at Create: %s", logged)
 	for _, want := range []string{"dual-stack", "nor connect to them", "ephemeral range 32768-60999 refused", "bind(0) served from 16384-32767", "at most 4096 UDP and 8192 TCP sockets", "not enforced:", "sendto"} {
 		if !strings.Contains(logged, want) {
 			t.Errorf("the shim's Create log does not say %q: %q", want, logged)
