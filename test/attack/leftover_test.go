@@ -3,6 +3,8 @@ package attack
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 )
@@ -33,6 +36,14 @@ const (
 	// around the attack (page cache of binaries, the waiters).
 	leftoverSlack = 32 << 20
 )
+
+// leftoverCtx is a test context long enough for filling, six execs and a cleanup.
+func leftoverCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), d.Namespace), 4*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // userMemory is the workspace cgroup's memory usage and OOM kill count, from the host.
 func (sb *sandbox) userMemory(t *testing.T) (usage int64, oomKills int64) {
@@ -115,7 +126,7 @@ func (sb *sandbox) fillLeftover(t *testing.T, ctx context.Context) {
 func TestLeftoverMemory(t *testing.T) {
 	for _, end := range []string{"exit", "kill-9-1"} {
 		t.Run(end, func(t *testing.T) {
-			ctx := testCtx(t)
+			ctx := leftoverCtx(t)
 			sb := newSandbox(t, ctx, controlPlaneArgs, oci.WithMemoryLimit(memoryLimit))
 			limit, _ := strconv.ParseInt(sb.cgroupFile("memory", "memory.limit_in_bytes"), 10, 64)
 			baseline, kills := sb.userMemory(t)
@@ -123,7 +134,10 @@ func TestLeftoverMemory(t *testing.T) {
 				sb.fillLeftover(t, ctx)
 			} else {
 				hog := sb.background(t, ctx, attackerPath, "fill-leftover", "hold")
-				if !poll(2*time.Minute, func() bool { return strings.Contains(hog.stdout.String(), "holding") }) {
+				if !poll(time.Minute, func() bool {
+					st, err := hog.p.Status(ctx)
+					return err != nil || st.Status == client.Stopped || strings.Contains(hog.stdout.String(), "holding")
+				}) {
 					t.Logf("fill-leftover never got to hold: %q", hog.stdout.String())
 				}
 				t.Logf("fill-leftover (holding):\n%s", hog.stdout.String())
@@ -151,7 +165,7 @@ func TestLeftoverMemory(t *testing.T) {
 // TestLeftoverMemoryUnlimited: without any memory limit, what the kernel keeps for user code
 // is still bounded (unlimitedBound), and the cleanup frees it.
 func TestLeftoverMemoryUnlimited(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := leftoverCtx(t)
 	sb := newSandbox(t, ctx, controlPlaneArgs)
 	baseline, _ := sb.userMemory(t)
 	sb.fillLeftover(t, ctx)
@@ -168,7 +182,7 @@ func TestLeftoverMemoryUnlimited(t *testing.T) {
 // TestPtyExhaustion: while user code holds every pty it can open, a terminal exec from the
 // platform still gets one, and user code cannot open the platform's.
 func TestPtyExhaustion(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := leftoverCtx(t)
 	sb := newSandbox(t, ctx, controlPlaneArgs)
 	holder := sb.background(t, ctx, attackerPath, "hold-ptys", "/dev/.sandbox-platform/pts/ptmx", "/dev/.sandbox-platform")
 	if !poll(30*time.Second, func() bool { return strings.Contains(holder.stdout.String(), "holding") }) {
@@ -193,6 +207,18 @@ func TestPtyExhaustion(t *testing.T) {
 			t.Errorf("terminal exec %d has no terminal: %q", i, res.stdout)
 		}
 	}
+	// What a program sees of such a terminal: job control works (the pty is the session's
+	// controlling terminal); ttyname fails, since user code cannot reach the slave's path.
+	res, err := sb.exec(ctx, true, stepTimeout, "sh", "-ic", "sleep 0.2 & fg %1 && echo jobctl-ok; echo hi >/dev/tty && echo devtty-ok; stty size; tty; readlink /proc/self/fd/0; exit 0")
+	if err != nil {
+		t.Fatalf("job control exec: %v", err)
+	}
+	t.Logf("a shell on the platform's pty: exit %d %q", res.code, res.stdout)
+	for _, want := range []string{"jobctl-ok", "devtty-ok", "24 80"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("a shell on the platform's pty did not print %q (job control, /dev/tty, window size): %q", want, res.stdout)
+		}
+	}
 	sb.checkAlive(t, ctx, "while user code holds every pty")
 }
 
@@ -200,7 +226,7 @@ func TestPtyExhaustion(t *testing.T) {
 // the kernel keeps for user code, user code fills it, and an Update raising the limit again
 // (an annotation on the Update) raises the workspace cgroup's limit: execs work again.
 func TestUpdateRecoversFullWorkspace(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := leftoverCtx(t)
 	sb := newSandbox(t, ctx, controlPlaneArgs, oci.WithMemoryLimit(2*memoryLimit),
 		oci.WithAnnotations(map[string]string{"io.sandbox.user.memory-limit": "256m"}))
 	baseline, kills := sb.userMemory(t)
@@ -250,7 +276,7 @@ func TestUpdateRecoversFullWorkspace(t *testing.T) {
 // a fresh one, with an empty /tmp and IPC namespace: a running exec ends (its exit is
 // reported), the control plane is untouched, the memory is free, new execs work.
 func TestWorkspaceReset(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := leftoverCtx(t)
 	sb := newSandbox(t, ctx, controlPlaneArgs, oci.WithMemoryLimit(memoryLimit))
 	baseline, _ := sb.userMemory(t)
 	sb.fillLeftover(t, ctx)
@@ -292,4 +318,38 @@ func TestWorkspaceReset(t *testing.T) {
 	}
 	t.Logf("charged %d MiB filled, %d MiB after the reset (baseline %d MiB)", filled>>20, usage>>20, baseline>>20)
 	sb.checkAlive(t, ctx, "after the reset")
+}
+
+// platformReserve is the least the workspace's limit keeps beyond what user code can leave
+// behind (spec's leftoverReserveMin).
+const platformReserve = 48 << 20
+
+// TestPlatformExecMemory measures what the platform needs of the workspace's memory for one
+// exec of a small command and the rebuild of the waiter it used (libcontainer's init, a Go
+// program, runs in the workspace cgroup): the peak charge above the idle workspace. It must
+// fit the reserve the caps leave.
+func TestPlatformExecMemory(t *testing.T) {
+	ctx := leftoverCtx(t)
+	sb := newSandbox(t, ctx, controlPlaneArgs, oci.WithMemoryLimit(memoryLimit))
+	dir, ok := sb.userCg["memory"]
+	if !ok {
+		t.Skip("needs cgroup v1's memory.max_usage_in_bytes")
+	}
+	var worst int64
+	for i := 0; i < 5; i++ {
+		time.Sleep(time.Second) // the pool refilled after the last exec
+		idle, _ := sb.userMemory(t)
+		if err := os.WriteFile(filepath.Join(dir, "memory.max_usage_in_bytes"), []byte("0"), 0); err != nil {
+			t.Fatalf("reset max usage: %v", err)
+		}
+		sb.run(t, ctx, "sh", "-c", "rm -f /tmp/nothing")
+		time.Sleep(time.Second) // the waiter it used is rebuilt
+		peak, _ := strconv.ParseInt(sb.cgroupFile("memory", "memory.max_usage_in_bytes"), 10, 64)
+		t.Logf("exec %d: idle %.1f MiB, peak %.1f MiB: the exec and its rebuild took %.1f MiB",
+			i, float64(idle)/(1<<20), float64(peak)/(1<<20), float64(peak-idle)/(1<<20))
+		worst = max(worst, peak-idle)
+	}
+	if worst > platformReserve/2 {
+		t.Errorf("an exec and a waiter rebuild took %d MiB, more than half the reserve of %d MiB", worst>>20, platformReserve>>20)
+	}
 }
