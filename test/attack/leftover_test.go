@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Memory that outlives user processes (tmpfs files, SysV and POSIX IPC)
@@ -317,7 +318,32 @@ func TestWorkspaceReset(t *testing.T) {
 		t.Errorf("after the reset the workspace is charged %d MiB (baseline %d, filled %d)", usage>>20, baseline>>20, filled>>20)
 	}
 	t.Logf("charged %d MiB filled, %d MiB after the reset (baseline %d MiB)", filled>>20, usage>>20, baseline>>20)
+
+	// One Update raising the sandbox's limit and resetting: the fresh workspace has the new
+	// limit, and caps sized from it.
+	tmpSize := func() string {
+		res := sb.run(t, ctx, "grep", " /tmp ", "/proc/self/mountinfo")
+		_, size, _ := strings.Cut(res.stdout, ",size=")
+		size, _, _ = strings.Cut(size, ",")
+		return size
+	}
+	before := tmpSize()
+	if err := sb.task.Update(ctx, updateMemory(2*memoryLimit), client.WithAnnotations(map[string]string{resetAnnotation: "true"})); err != nil {
+		t.Fatalf("update and reset: %v", err)
+	}
+	sb.userCg = userCgroups(sb.id)
+	after := tmpSize()
+	limit := sb.cgroupFile("memory", "memory.limit_in_bytes")
+	t.Logf("update to %d MiB and reset: workspace limit %s, /tmp size %s (was %s)", (2*memoryLimit)>>20, limit, after, before)
+	if limit != strconv.Itoa(2*memoryLimit-(2*memoryLimit/4)) || after == before || after == "" {
+		t.Errorf("the fresh workspace did not get the new limit and caps: limit %s, /tmp size %s (was %s)", limit, after, before)
+	}
 	sb.checkAlive(t, ctx, "after the reset")
+}
+
+// updateMemory is an Update of the sandbox's memory limit.
+func updateMemory(limit int64) client.UpdateTaskOpts {
+	return client.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
 }
 
 // platformReserve is the least the workspace's limit keeps beyond what user code can leave

@@ -98,7 +98,10 @@ func fillInodes(dir string) (int, error) {
 	return 0, errors.New("stopped at the attacker's own cap")
 }
 
-// fillShm creates SysV segments, touches every page and detaches.
+// fillShm creates SysV segments and touches every page, keeping each
+// attached until the namespace refuses more (with shm_rmid_forced a
+// segment nobody has attached is removed at once, so only attached ones
+// count against kernel.shmall); then it detaches them all, unless holding.
 func fillShm() (int64, int, error) {
 	size := 16 << 20
 	if b, err := os.ReadFile("/proc/sys/kernel/shmmax"); err == nil {
@@ -107,25 +110,31 @@ func fillShm() (int64, int, error) {
 		}
 	}
 	var total int64
+	var attached [][]byte
+	defer func() {
+		if !holding() {
+			for _, b := range attached {
+				_ = unix.SysvShmDetach(b)
+			}
+		}
+	}()
 	deadline := time.Now().Add(fillTime)
-	for segs := 0; total < fillCap && time.Now().Before(deadline); segs++ {
+	for total < fillCap && time.Now().Before(deadline) {
 		id, err := unix.SysvShmGet(unix.IPC_PRIVATE, size, unix.IPC_CREAT|0o600)
 		if err != nil {
-			return total, segs, fmt.Errorf("shmget %d bytes: %w", size, err)
+			return total, len(attached), fmt.Errorf("shmget %d bytes: %w", size, err)
 		}
 		b, err := unix.SysvShmAttach(id, 0, 0)
 		if err != nil {
-			return total, segs, fmt.Errorf("shmat: %w", err)
+			return total, len(attached), fmt.Errorf("shmat: %w", err)
 		}
+		attached = append(attached, b)
 		for i := 0; i < len(b); i += 4096 {
 			b[i] = 1
 		}
-		if !holding() {
-			_ = unix.SysvShmDetach(b)
-		}
 		total += int64(size)
 	}
-	return total, 0, errors.New("stopped at the attacker's own cap")
+	return total, len(attached), errors.New("stopped at the attacker's own cap")
 }
 
 // holding tells whether the attack keeps what it took attached.
