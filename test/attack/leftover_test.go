@@ -225,52 +225,74 @@ func TestPtyExhaustion(t *testing.T) {
 
 // TestUpdateRecoversFullWorkspace: the platform lowers the workspace's memory limit below what
 // the kernel keeps for user code, user code fills it, and an Update raising the limit again
-// (an annotation on the Update) raises the workspace cgroup's limit: execs work again.
+// raises the workspace cgroup's limit: execs work again. Both ways: the Update's own
+// io.sandbox.user.memory-limit annotation (the workspace's limit was annotated), and new
+// sandbox resources (the workspace's limit derives from the sandbox's).
 func TestUpdateRecoversFullWorkspace(t *testing.T) {
-	ctx := leftoverCtx(t)
-	sb := newSandbox(t, ctx, controlPlaneArgs, oci.WithMemoryLimit(2*memoryLimit),
-		oci.WithAnnotations(map[string]string{"io.sandbox.user.memory-limit": "256m"}))
-	baseline, kills := sb.userMemory(t)
-	setLimit := func(v string, want int64) {
-		t.Helper()
-		if err := sb.task.Update(ctx, client.WithAnnotations(map[string]string{"io.sandbox.user.memory-limit": v})); err != nil {
-			t.Fatalf("update workspace memory limit to %s: %v", v, err)
-		}
-		got, _ := strconv.ParseInt(sb.cgroupFile("memory", "memory.limit_in_bytes"), 10, 64)
-		t.Logf("update to %s: workspace memory.limit_in_bytes = %d MiB", v, got>>20)
-		if got != want {
-			t.Fatalf("update to %s: workspace limit is %d, want %d", v, got, want)
-		}
+	for _, tc := range []struct {
+		name          string
+		ann           map[string]string
+		lower, raise  client.UpdateTaskOpts
+		lowered, want int64 // the workspace's limit after each
+	}{
+		{
+			name:  "annotation",
+			ann:   map[string]string{"io.sandbox.user.memory-limit": "256m"},
+			lower: client.WithAnnotations(map[string]string{"io.sandbox.user.memory-limit": "64m"}), lowered: 64 << 20,
+			raise: client.WithAnnotations(map[string]string{"io.sandbox.user.memory-limit": "256m"}), want: 256 << 20,
+		},
+		{
+			name:  "resources",
+			lower: updateMemory(96 << 20), lowered: 64 << 20, // 96 MiB less the control plane's 32
+			raise: updateMemory(2 * memoryLimit), want: 2*memoryLimit - 2*memoryLimit/4,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := leftoverCtx(t)
+			sb := newSandbox(t, ctx, controlPlaneArgs, oci.WithMemoryLimit(2*memoryLimit), oci.WithAnnotations(tc.ann))
+			baseline, kills := sb.userMemory(t)
+			update := func(what string, opt client.UpdateTaskOpts, want int64) {
+				t.Helper()
+				if err := sb.task.Update(ctx, opt); err != nil {
+					t.Fatalf("%s the workspace's memory limit: %v", what, err)
+				}
+				got, _ := strconv.ParseInt(sb.cgroupFile("memory", "memory.limit_in_bytes"), 10, 64)
+				t.Logf("%s: workspace memory.limit_in_bytes = %d MiB", what, got>>20)
+				if got != want {
+					t.Fatalf("%s: workspace limit is %d, want %d", what, got, want)
+				}
+			}
+			update("lower", tc.lower, tc.lowered)
+			sb.fillLeftover(t, ctx)
+			filled, killsFilled := sb.userMemory(t)
+			t.Logf("after the attack: charged %d MiB (baseline %d MiB), %d OOM kills", filled>>20, baseline>>20, killsFilled-kills)
+			ok := 0
+			for i := 0; i < 3; i++ {
+				if res, err := sb.exec(ctx, false, stepTimeout, "sh", "-c", "echo exec-ok"); err == nil && res.code == 0 {
+					ok++
+				}
+			}
+			t.Logf("while full at %d MiB: %d/3 execs succeeded", tc.lowered>>20, ok)
+			update("raise", tc.raise, tc.want)
+			_, killsRaised := sb.userMemory(t)
+			sb.platformRounds(t, ctx, "after raising the limit")
+			sb.cleanupLeftover(t, ctx, baseline)
+			_, killsAfter := sb.userMemory(t)
+			t.Logf("OOM kills: %d while full, %d after raising the limit", killsRaised-kills, killsAfter-killsRaised)
+			if killsAfter != killsRaised {
+				t.Errorf("%d OOM kills after raising the limit", killsAfter-killsRaised)
+			}
+			// A limit above the sandbox's is refused, naming the annotation, and changes nothing.
+			err := sb.task.Update(ctx, client.WithAnnotations(map[string]string{"io.sandbox.user.memory-limit": "4g"}))
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(fmt.Sprint(err), "io.sandbox.user.memory-limit") {
+				t.Errorf("update above the sandbox limit: %v, want invalid argument naming the annotation", err)
+			}
+			if got := sb.cgroupFile("memory", "memory.limit_in_bytes"); got != strconv.FormatInt(tc.want, 10) {
+				t.Errorf("a refused update changed the workspace limit to %s", got)
+			}
+			sb.checkAlive(t, ctx, "after raising the limit")
+		})
 	}
-	setLimit("64m", 64<<20)
-	sb.fillLeftover(t, ctx)
-	filled, killsFilled := sb.userMemory(t)
-	t.Logf("after the attack: charged %d MiB (baseline %d MiB), %d OOM kills", filled>>20, baseline>>20, killsFilled-kills)
-	ok := 0
-	for i := 0; i < 3; i++ {
-		if res, err := sb.exec(ctx, false, stepTimeout, "sh", "-c", "echo exec-ok"); err == nil && res.code == 0 {
-			ok++
-		}
-	}
-	t.Logf("while full at 64 MiB: %d/3 execs succeeded", ok)
-	setLimit("256m", 256<<20)
-	_, killsRaised := sb.userMemory(t)
-	sb.platformRounds(t, ctx, "after raising the limit")
-	sb.cleanupLeftover(t, ctx, baseline)
-	_, killsAfter := sb.userMemory(t)
-	t.Logf("OOM kills: %d while full, %d after raising the limit", killsRaised-kills, killsAfter-killsRaised)
-	if killsAfter != killsRaised {
-		t.Errorf("%d OOM kills after raising the limit", killsAfter-killsRaised)
-	}
-	// A limit above the sandbox's is refused, naming the annotation, and changes nothing.
-	err := sb.task.Update(ctx, client.WithAnnotations(map[string]string{"io.sandbox.user.memory-limit": "4g"}))
-	if !errdefs.IsInvalidArgument(err) || !strings.Contains(fmt.Sprint(err), "io.sandbox.user.memory-limit") {
-		t.Errorf("update above the sandbox limit: %v, want invalid argument naming the annotation", err)
-	}
-	if got := sb.cgroupFile("memory", "memory.limit_in_bytes"); got != strconv.Itoa(256<<20) {
-		t.Errorf("a refused update changed the workspace limit to %s", got)
-	}
-	sb.checkAlive(t, ctx, "after raising the limit")
 }
 
 // TestWorkspaceReset: an Update with io.sandbox.workspace.reset kills the workspace and builds
