@@ -89,7 +89,21 @@ func (sb *sandbox) platformRounds(t *testing.T, ctx context.Context, when string
 	}
 }
 
-// cleanup runs the platform's cleanup command and checks from the host that it freed what
+// recovered checks that platformExecs execs in a row succeed, that the cleanup then frees what
+// user code left (down to baseline), and that nothing was OOM-killed meanwhile.
+func (sb *sandbox) recovered(t *testing.T, ctx context.Context, when string, baseline int64) {
+	t.Helper()
+	_, kills := sb.userMemory(t)
+	sb.platformRounds(t, ctx, when)
+	sb.cleanupLeftover(t, ctx, baseline)
+	_, after := sb.userMemory(t)
+	t.Logf("%s: %d OOM kills in the workspace during the execs and the cleanup", when, after-kills)
+	if after != kills {
+		t.Errorf("%s: %d OOM kills in the workspace", when, after-kills)
+	}
+}
+
+// cleanupLeftover runs the platform's cleanup command and checks from the host that it freed what
 // the attack left, down to baseline plus slack.
 func (sb *sandbox) cleanupLeftover(t *testing.T, ctx context.Context, baseline int64) {
 	t.Helper()
@@ -151,13 +165,10 @@ func TestLeftoverMemory(t *testing.T) {
 			filled, killsFilled := sb.userMemory(t)
 			t.Logf("workspace limit %d MiB; charged %d MiB before, %d MiB after the attack; OOM kills during it %d",
 				limit>>20, baseline>>20, filled>>20, killsFilled-kills)
-			sb.platformRounds(t, ctx, "after the attack")
-			sb.cleanupLeftover(t, ctx, baseline)
-			_, killsAfter := sb.userMemory(t)
-			t.Logf("OOM kills in the workspace: %d during the attack, %d after it", killsFilled-kills, killsAfter-killsFilled)
-			if killsAfter != kills {
-				t.Errorf("%d OOM kills in the workspace (memory the kernel keeps reached its limit)", killsAfter-kills)
+			if killsFilled != kills {
+				t.Errorf("%d OOM kills in the workspace during the attack (memory the kernel keeps reached its limit)", killsFilled-kills)
 			}
+			sb.recovered(t, ctx, "after the attack", baseline)
 			sb.checkAlive(t, ctx, "after filling leftover memory")
 		})
 	}
@@ -175,8 +186,7 @@ func TestLeftoverMemoryUnlimited(t *testing.T) {
 	if filled-baseline > unlimitedBound+leftoverSlack {
 		t.Errorf("user code left %d MiB that outlives it in a sandbox without a limit (bound %d MiB)", (filled-baseline)>>20, unlimitedBound>>20)
 	}
-	sb.platformRounds(t, ctx, "after the attack")
-	sb.cleanupLeftover(t, ctx, baseline)
+	sb.recovered(t, ctx, "after the attack", baseline)
 	sb.checkAlive(t, ctx, "after filling leftover memory without a limit")
 }
 
@@ -275,13 +285,8 @@ func TestUpdateRecoversFullWorkspace(t *testing.T) {
 			t.Logf("while full at %d MiB: %d/3 execs succeeded", tc.lowered>>20, ok)
 			update("raise", tc.raise, tc.want)
 			_, killsRaised := sb.userMemory(t)
-			sb.platformRounds(t, ctx, "after raising the limit")
-			sb.cleanupLeftover(t, ctx, baseline)
-			_, killsAfter := sb.userMemory(t)
-			t.Logf("OOM kills: %d while full, %d after raising the limit", killsRaised-kills, killsAfter-killsRaised)
-			if killsAfter != killsRaised {
-				t.Errorf("%d OOM kills after raising the limit", killsAfter-killsRaised)
-			}
+			t.Logf("OOM kills while full: %d", killsRaised-kills)
+			sb.recovered(t, ctx, "after raising the limit", baseline)
 			// A limit above the sandbox's is refused, naming the annotation, and changes nothing.
 			err := sb.task.Update(ctx, client.WithAnnotations(map[string]string{"io.sandbox.user.memory-limit": "4g"}))
 			if !errdefs.IsInvalidArgument(err) || !strings.Contains(fmt.Sprint(err), "io.sandbox.user.memory-limit") {
