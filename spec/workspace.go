@@ -27,11 +27,13 @@ const WorkspacePtyMax = 256
 // PlatformPtyDir holds the devpts instance terminal execs take their pty
 // from: a tmpfs of mode 0700 owned by the reaper's uid, so user code can
 // neither open its ptmx nor exhaust it, whatever it holds of the
-// workspace's own /dev/pts. The reaper's waiter opens PlatformPtmx.
+// workspace's own /dev/pts.
 const PlatformPtyDir = "/dev/.sandbox-platform"
 
-// PlatformPtmx is the platform devpts instance's ptmx (libexec/reaper
-// opens it by this path).
+// PlatformPtmx is the platform devpts instance's ptmx. The shim opens it
+// from the host side and hands it to every waiter as fd 0, which a
+// terminal exec reopens (libexec/reaper): a waiter has taken the user's
+// identity by then, so it could not open this path itself.
 const PlatformPtmx = PlatformPtyDir + "/pts/ptmx"
 
 // PlatformPtyMax caps the platform's instance: one pty per terminal exec
