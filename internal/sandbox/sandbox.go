@@ -88,8 +88,9 @@ type Sandbox struct {
 	// workspace is the current one; a reset replaces it.
 	workspace *workspace
 	// workspaceLimits are the workspace's limits as the last Update left
-	// them: a reset builds the fresh workspace with them.
-	workspaceLimits struct{ memory, pids int64 }
+	// them: a reset builds the fresh workspace with them. (settings stays
+	// as Create parsed it, read without the lock.)
+	workspaceLimits workspaceLimits
 	// resources are the sandbox cgroup's, as last set.
 	resources *cgroups.Resources
 	started   bool
@@ -224,7 +225,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		resources: controlPlane.SandboxResources,
 		execs:     map[string]*containerdExec{},
 	}
-	sb.workspaceLimits.memory, sb.workspaceLimits.pids = settings.MemoryLimit, settings.PidsLimit
+	sb.workspaceLimits = workspaceLimits{memory: settings.MemoryLimit, pids: settings.PidsLimit, memoryAnnotated: settings.MemoryFromAnnotation}
 	p := process.New(cfg.ID, cfg.Stdio)
 	p.BeforeExit(sb.endWithInit)
 	// Set before it starts: its exit may be reported at once.
@@ -442,6 +443,13 @@ func (sb *Sandbox) Paused() bool {
 	return sb.paused
 }
 
+// workspaceLimits are the workspace's memory and pids limits; an annotated
+// memory limit no longer follows the sandbox's.
+type workspaceLimits struct {
+	memory, pids    int64
+	memoryAnnotated bool
+}
+
 // UpdateRequest is a containerd task Update.
 type UpdateRequest struct {
 	// Resources are the sandbox's new limits; nil leaves them.
@@ -504,9 +512,8 @@ func (sb *Sandbox) updateLimits(res *cgroups.Resources, r *specs.LinuxResources,
 	limits := sb.workspaceLimits
 	switch {
 	case upd.MemoryLimit > 0:
-		sb.settings.MemoryLimit, sb.settings.MemoryFromAnnotation = upd.MemoryLimit, true
-		limits.memory = upd.MemoryLimit
-	case r != nil && r.Memory != nil && r.Memory.Limit != nil && !sb.settings.MemoryFromAnnotation:
+		limits.memory, limits.memoryAnnotated = upd.MemoryLimit, true
+	case r != nil && r.Memory != nil && r.Memory.Limit != nil && !limits.memoryAnnotated:
 		limits.memory = spec.DefaultWorkspaceMemory(*r.Memory.Limit)
 	}
 	if r != nil && r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit > 0 {

@@ -76,7 +76,8 @@ func (sb *Sandbox) workspaceSettings() spec.Settings {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	st := sb.settings
-	st.MemoryLimit, st.PidsLimit = sb.workspaceLimits.memory, sb.workspaceLimits.pids
+	l := sb.workspaceLimits
+	st.MemoryLimit, st.PidsLimit, st.MemoryFromAnnotation = l.memory, l.pids, l.memoryAnnotated
 	return st
 }
 
