@@ -33,6 +33,18 @@ const (
 // DefaultReservedPorts are reserved when the annotation is absent.
 const DefaultReservedPorts = "8080,8888"
 
+// Annotations on a task Update (containerd's UpdateTaskRequest, the Go
+// client's WithAnnotations), besides the resources it carries.
+const (
+	// AnnotationMemoryLimit on an Update sets the workspace's memory limit
+	// (at most the sandbox's): the way to raise it when it was annotated.
+	//
+	// AnnotationWorkspaceReset ("true") kills the workspace, every exec in
+	// it, and what it left in memory (its /tmp, /dev/shm, IPC objects),
+	// and builds a fresh one; the control plane is untouched.
+	AnnotationWorkspaceReset = "io.sandbox.workspace.reset"
+)
+
 // Defaults of the workspace user when neither the annotation nor a non-root
 // image user names one.
 const (

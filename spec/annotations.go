@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/docker/go-units"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sandbox-shim/sandbox-shim/api"
@@ -125,15 +124,9 @@ func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 	}
 	sandboxLimit := SandboxMemoryLimit(s)
 	if v, ok := ann[api.AnnotationMemoryLimit]; ok {
-		n, err := units.RAMInBytes(strings.TrimSpace(v))
-		if err != nil || n <= 0 {
-			return Settings{}, &AnnotationError{api.AnnotationMemoryLimit, v, "want a size in bytes, e.g. 536870912 or 512m"}
-		}
-		if n < minMemoryLimit {
-			return Settings{}, &AnnotationError{api.AnnotationMemoryLimit, v, "must be at least 4 MiB"}
-		}
-		if sandboxLimit > 0 && n > sandboxLimit {
-			return Settings{}, &AnnotationError{api.AnnotationMemoryLimit, v, fmt.Sprintf("exceeds the sandbox memory limit of %d bytes", sandboxLimit)}
+		n, err := parseMemoryLimit(v, sandboxLimit)
+		if err != nil {
+			return Settings{}, err
 		}
 		st.MemoryLimit, st.MemoryFromAnnotation = n, true
 	} else {

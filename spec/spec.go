@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -99,6 +100,8 @@ func convert(id, bundle string, s *specs.Spec) (*configs.Config, error) {
 			cfg.Labels[i] = "bundle=" + bundle
 		}
 	}
+	// specconv lists the annotations from a map: in random order.
+	slices.Sort(cfg.Labels)
 	return cfg, nil
 }
 

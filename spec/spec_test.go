@@ -128,9 +128,16 @@ func TestWorkspaceIsolation(t *testing.T) {
 	}
 	// IPC sysctls apply to the workspace's own IPC namespace; network ones
 	// would rewrite the namespace it shares with the control plane.
-	wantSysctl := map[string]string{"kernel.shm_rmid_forced": "1", "kernel.msgmax": "16384", "fs.mqueue.msg_max": "20"}
-	if !maps.Equal(w.Linux.Sysctl, wantSysctl) {
-		t.Errorf("workspace sysctls %v, want %v", w.Linux.Sysctl, wantSysctl)
+	// The bundle's sizes stay; the caps on leftover memory are added.
+	for k, v := range map[string]string{"kernel.shm_rmid_forced": "1", "kernel.msgmax": "16384", "fs.mqueue.msg_max": "20"} {
+		if w.Linux.Sysctl[k] != v {
+			t.Errorf("workspace sysctl %s = %q, want %q", k, w.Linux.Sysctl[k], v)
+		}
+	}
+	for k := range w.Linux.Sysctl {
+		if !strings.HasPrefix(k, "kernel.") && !strings.HasPrefix(k, "fs.mqueue.") {
+			t.Errorf("workspace sysctl %s is not an IPC one", k)
+		}
 	}
 	p := w.Process
 	if p.User.UID == 0 || p.User.GID == 0 {
@@ -166,7 +173,7 @@ func TestWorkspaceIsolation(t *testing.T) {
 				t.Errorf("devpts not capped: %v", m.Options)
 			}
 		case "/tmp":
-			tmp = m.Type == "tmpfs" && slices.Contains(m.Options, "size="+WorkspaceTmpSize)
+			tmp = m.Type == "tmpfs" && slices.ContainsFunc(m.Options, func(o string) bool { return strings.HasPrefix(o, "size=") })
 		case ReaperPath:
 			reaper = slices.Contains(m.Options, "ro")
 		case "/sys", "/sys/fs/cgroup":
@@ -711,10 +718,12 @@ func TestWorkspaceMounts(t *testing.T) {
 		{name: "annotated", user: []string{"/data", "/cache"}, keep: []string{"/data", "/cache"}},
 		{name: "annotated shared /tmp and /dev/shm", user: []string{"/tmp", "/dev/shm"}},
 	} {
-		out := byDst(workspaceMounts(slices.Clone(in), "/opt/reaper", c.user))
+		caps := WorkspaceLeftoverCaps(256<<20, 0)
+		out := byDst(workspaceMounts(slices.Clone(in), workspaceMountConfig{reaper: "/opt/reaper", user: c.user, caps: caps, platformUID: 65534}))
 		want := append([]string{"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup",
 			"/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/tmp", ReaperPath,
-			"/run", "/etc/passwd"}, // tmpfs mounts: new, empty instances, so private
+			"/run", "/etc/passwd", // tmpfs mounts: new, empty instances, so private
+			PlatformPtyDir, PlatformPtyDir + "/pts"},
 			c.keep...)
 		if len(out) != len(want) {
 			t.Errorf("%s: mounts %v, want %v", c.name, slices.Collect(maps.Keys(out)), want)
@@ -735,11 +744,27 @@ func TestWorkspaceMounts(t *testing.T) {
 		shared := slices.Contains(c.user, "/dev/shm")
 		if shm := out["/dev/shm"]; shared != (shm.Type == "bind") {
 			t.Errorf("%s: /dev/shm %+v (shared %v)", c.name, shm, shared)
-		} else if !shared && (shm.Type != "tmpfs" || !slices.Equal(shm.Options, []string{"nosuid", "nodev", "noexec", "mode=1777", "size=64m"})) {
+		} else if !shared && (shm.Type != "tmpfs" || !slices.Equal(shm.Options, append([]string{"nosuid", "nodev", "noexec", "mode=1777"}, caps.Shm.options()...))) {
 			t.Errorf("%s: /dev/shm not a private tmpfs: %+v", c.name, shm)
 		}
-		if tmp := out["/tmp"]; slices.Contains(c.user, "/tmp") == slices.Contains(tmp.Options, "size="+WorkspaceTmpSize) {
-			t.Errorf("%s: /tmp %+v", c.name, tmp)
+		// Shared or not, a tmpfs in the workspace is a fresh instance: capped.
+		if tmp := out["/tmp"]; !slices.Equal(tmp.Options[len(tmp.Options)-2:], caps.Tmp.options()) {
+			t.Errorf("%s: /tmp not capped: %+v", c.name, tmp)
+		}
+		if !shared && !slices.Equal(out["/dev/shm"].Options[len(out["/dev/shm"].Options)-2:], caps.Shm.options()) {
+			t.Errorf("%s: /dev/shm not capped: %+v", c.name, out["/dev/shm"])
+		}
+		// The other tmpfs mounts (/dev, /run, /etc/passwd) share what is left.
+		for _, dst := range []string{"/dev", "/run", "/etc/passwd"} {
+			if o := out[dst].Options; !slices.Equal(o[len(o)-2:], tmpfsCap(caps.OtherTmpfs/3).options()) {
+				t.Errorf("%s: %s not capped: %v", c.name, dst, o)
+			}
+		}
+		if o := out[PlatformPtyDir].Options; !slices.Contains(o, "mode=0700") || !slices.Contains(o, "uid=65534") {
+			t.Errorf("%s: the platform's pty directory is open to user code: %v", c.name, o)
+		}
+		if p := out[PlatformPtyDir+"/pts"]; p.Type != "devpts" || !slices.Contains(p.Options, "newinstance") || !slices.Contains(p.Options, "max=64") {
+			t.Errorf("%s: platform devpts %+v", c.name, p)
 		}
 		if slices.Contains(c.keep, "/data") && !slices.Contains(out["/data"].Options, "rw") {
 			t.Errorf("%s: annotated mount changed: %+v", c.name, out["/data"])

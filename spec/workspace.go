@@ -20,16 +20,25 @@ var errUserNamespace = errors.New("user namespaces in the bundle are not support
 // container's own /dev tmpfs, so nothing is written into the shared rootfs.
 const ReaperPath = "/dev/.sandbox-reaper"
 
-// WorkspaceShmSize bounds the private /dev/shm as WorkspaceTmpSize does /tmp.
-const WorkspaceShmSize = "64m"
-
 // WorkspacePtyMax caps the ptys of the workspace's devpts: the kernel's pty
 // pool (kernel.pty.max) is shared by the whole node.
 const WorkspacePtyMax = 256
 
-// WorkspaceTmpSize bounds the private /tmp so user code cannot fill memory
-// through it beyond its own cgroup (tmpfs pages are charged to the writer).
-const WorkspaceTmpSize = "512m"
+// PlatformPtyDir holds the devpts instance terminal execs take their pty
+// from: a tmpfs of mode 0700 owned by the reaper's uid, so user code can
+// neither open its ptmx nor exhaust it, whatever it holds of the
+// workspace's own /dev/pts.
+const PlatformPtyDir = "/dev/.sandbox-platform"
+
+// PlatformPtmx is the platform devpts instance's ptmx. The shim opens it
+// from the host side and hands it to every waiter as fd 0, which a
+// terminal exec reopens (libexec/reaper): a waiter has taken the user's
+// identity by then, so it could not open this path itself.
+const PlatformPtmx = PlatformPtyDir + "/pts/ptmx"
+
+// PlatformPtyMax caps the platform's instance: one pty per terminal exec
+// running at once.
+const PlatformPtyMax = 64
 
 // workspaceCPUShares is the workspace leaf's cpu weight; the control plane's
 // leaf keeps the default 1024.
@@ -71,6 +80,10 @@ type WorkspaceOptions struct {
 	CgroupPath string
 	// Reaper is the host path of the sandbox-reaper binary.
 	Reaper string
+	// HostMemory is the host's memory, or the lowest memory limit of the
+	// cgroups above the sandbox's if lower (0: unknown): it bounds what
+	// user code may leave behind in a workspace without a memory limit.
+	HostMemory int64
 }
 
 // runc's defaults (and containerd's): kernel interfaces user code must not
@@ -140,14 +153,16 @@ func WorkspaceSpec(s *specs.Spec, o WorkspaceOptions) (*specs.Spec, error) {
 	}
 	// IPC sysctls touch the workspace's own IPC namespace only; the rest
 	// (network ones above all) would rewrite namespaces shared with the
-	// control plane.
-	w.Linux.Sysctl = ipcSysctls(s.Linux.Sysctl)
+	// control plane. They cap what outlives user processes.
+	caps := WorkspaceLeftoverCaps(o.Settings.MemoryLimit, o.HostMemory)
+	w.Linux.Sysctl = caps.Sysctls(ipcSysctls(s.Linux.Sysctl))
 	w.Linux.MaskedPaths = union(w.Linux.MaskedPaths, defaultMaskedPaths)
 	w.Linux.ReadonlyPaths = union(w.Linux.ReadonlyPaths, defaultReadonlyPaths)
 	w.Linux.Seccomp = WorkspaceSeccomp()
 	w.Linux.CgroupsPath = o.CgroupPath
 	w.Linux.Resources = workspaceResources(s, o.Settings)
-	w.Mounts = workspaceMounts(s.Mounts, o.Reaper, o.Settings.UserMounts)
+	w.Mounts = workspaceMounts(s.Mounts, workspaceMountConfig{
+		reaper: o.Reaper, user: o.Settings.UserMounts, caps: caps, platformUID: ReaperUID(o.Settings)})
 	return &w, nil
 }
 
@@ -225,15 +240,29 @@ func workspaceResources(s *specs.Spec, st Settings) *specs.LinuxResources {
 // read-only: the names the control plane resolves with.
 var userBindMounts = []string{"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
 
+// workspaceMountConfig is what shapes the workspace's mounts.
+type workspaceMountConfig struct {
+	// reaper is the reaper binary's host path.
+	reaper string
+	// user are the bundle mount destinations shared with user code.
+	user []string
+	// caps size every tmpfs.
+	caps LeftoverCaps
+	// platformUID owns PlatformPtyDir (the reaper's uid).
+	platformUID uint32
+}
+
 // workspaceMounts keeps only what user code needs of the bundle's mounts:
 // the kernel filesystems (proc, sysfs and cgroupfs read-only, mqueue,
 // devpts capped at WorkspacePtyMax ptys), the /dev tmpfs, and read-only
 // /etc/hosts, /etc/resolv.conf and /etc/hostname. Everything else (secret
 // volumes, service-account tokens, host sockets, emptyDirs) is the control
-// plane's unless its destination is in user (io.sandbox.user.mounts).
+// plane's unless its destination is in c.user (io.sandbox.user.mounts).
 // /tmp and /dev/shm become private tmpfs (CRI's /dev/shm is the pod's,
-// shared with the control plane), and the reaper is added.
-func workspaceMounts(in []specs.Mount, reaper string, user []string) []specs.Mount {
+// shared with the control plane). Every tmpfs is sized and its inodes
+// counted from c.caps; the platform's devpts instance and the reaper are
+// added.
+func workspaceMounts(in []specs.Mount, c workspaceMountConfig) []specs.Mount {
 	var out []specs.Mount
 	privateTmp, shm := true, false
 	for _, m := range in {
@@ -246,7 +275,7 @@ func workspaceMounts(in []specs.Mount, reaper string, user []string) []specs.Mou
 			m.Options = ptyMax(m.Options)
 		}
 		switch {
-		case slices.Contains(user, dst):
+		case slices.Contains(c.user, dst):
 			// The platform shares it on purpose.
 			if dst == "/tmp" {
 				privateTmp = false
@@ -259,7 +288,7 @@ func workspaceMounts(in []specs.Mount, reaper string, user []string) []specs.Mou
 			}
 			shm = true
 			m = specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
-				Options: []string{"nosuid", "nodev", "noexec", "mode=1777", "size=" + WorkspaceShmSize}}
+				Options: []string{"nosuid", "nodev", "noexec", "mode=1777"}}
 		case m.Type == "proc" || m.Type == "sysfs" || m.Type == "cgroup" || m.Type == "cgroup2" ||
 			m.Type == "mqueue" || m.Type == "devpts":
 		case m.Type == "tmpfs" && !isBind(m):
@@ -270,13 +299,64 @@ func workspaceMounts(in []specs.Mount, reaper string, user []string) []specs.Mou
 			continue
 		}
 		out = append(out, m)
+		if m.Type == "devpts" && dst == "/dev/pts" {
+			out = append(out, platformPtyMounts(m, c.platformUID)...)
+		}
 	}
 	if privateTmp {
 		out = append(out, specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
-			Options: []string{"nosuid", "nodev", "mode=1777", "size=" + WorkspaceTmpSize}})
+			Options: []string{"nosuid", "nodev", "mode=1777"}})
 	}
-	return append(out, specs.Mount{Destination: ReaperPath, Type: "bind", Source: reaper,
+	capTmpfsMounts(out, c.caps)
+	return append(out, specs.Mount{Destination: ReaperPath, Type: "bind", Source: c.reaper,
 		Options: []string{"bind", "ro", "nosuid", "nodev"}})
+}
+
+// capTmpfsMounts sizes every tmpfs mount (each a fresh instance whose pages
+// and inodes are charged to the workspace): /tmp and /dev/shm their own
+// caps, the others an equal part of the rest. The platform's pty directory
+// is sized already.
+func capTmpfsMounts(ms []specs.Mount, caps LeftoverCaps) {
+	isOther := func(m specs.Mount) bool {
+		dst := path.Clean(m.Destination)
+		return m.Type == "tmpfs" && !isBind(m) && dst != "/tmp" && dst != "/dev/shm" && dst != PlatformPtyDir
+	}
+	others := int64(0)
+	for _, m := range ms {
+		if isOther(m) {
+			others++
+		}
+	}
+	for i, m := range ms {
+		if m.Type != "tmpfs" || isBind(m) {
+			continue
+		}
+		switch dst := path.Clean(m.Destination); {
+		case dst == "/tmp":
+			ms[i].Options = capTmpfs(m.Options, caps.Tmp)
+		case dst == "/dev/shm":
+			ms[i].Options = capTmpfs(m.Options, caps.Shm)
+		case isOther(m):
+			ms[i].Options = capTmpfs(m.Options, tmpfsCap(caps.OtherTmpfs/others))
+		}
+	}
+}
+
+// platformPtyMounts are the platform's devpts instance (see PlatformPtyDir)
+// beside the workspace's devpts ws, whose group and mode it copies.
+func platformPtyMounts(ws specs.Mount, uid uint32) []specs.Mount {
+	id := strconv.FormatUint(uint64(uid), 10)
+	opts := []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "max=" + strconv.Itoa(PlatformPtyMax)}
+	for _, o := range ws.Options {
+		if strings.HasPrefix(o, "gid=") || strings.HasPrefix(o, "mode=") {
+			opts = append(opts, o)
+		}
+	}
+	return []specs.Mount{
+		{Destination: PlatformPtyDir, Type: "tmpfs", Source: "tmpfs",
+			Options: []string{"nosuid", "nodev", "noexec", "mode=0700", "uid=" + id, "gid=" + id, "size=4096", "nr_inodes=16"}},
+		{Destination: PlatformPtyDir + "/pts", Type: "devpts", Source: "devpts", Options: opts},
+	}
 }
 
 func isBind(m specs.Mount) bool {

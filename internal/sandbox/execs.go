@@ -19,6 +19,8 @@ type containerdExec struct {
 	process *process.Process
 	request spec.ExecRequest
 	running *usercontainer.Exec
+	// workspace is the one it runs in: a reset removes that one's leaves.
+	workspace *workspace
 }
 
 // Process returns the init ("") or an exec by id.
@@ -122,13 +124,13 @@ func (sb *Sandbox) StartExec(ctx context.Context, execID string) (*process.Proce
 		p.Abandon()
 		return fail(nil, err)
 	}
-	running, err := ws.Exec(p, e.request, sb.execExited)
+	running, err := ws.container.Exec(p, e.request, sb.execExited)
 	if err != nil {
 		p.Abandon()
 		return fail(nil, err)
 	}
 	sb.mu.Lock()
-	e.running = running
+	e.running, e.workspace = running, ws
 	sb.mu.Unlock()
 	return p, nil
 }
@@ -152,6 +154,11 @@ func (sb *Sandbox) DeleteExec(execID string) (*process.Process, error) {
 	sb.mu.Lock()
 	delete(sb.execs, execID)
 	running := e.running
+	// A reset destroyed the old workspace's leaves; a leaf of the same
+	// name may now be a fresh workspace's.
+	if e.workspace != sb.workspace {
+		running = nil
+	}
 	sb.mu.Unlock()
 	p.Close()
 	if running != nil {

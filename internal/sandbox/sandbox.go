@@ -80,12 +80,22 @@ type Sandbox struct {
 	// watching ends the OOM watches once the init exited.
 	watching context.Context
 
-	workspace workspace
+	// hostMemory bounds what user code leaves behind in a workspace
+	// without a memory limit (spec.WorkspaceOptions).
+	hostMemory int64
+	// resetting is held by a workspace reset, and by Delete to wait for one.
+	resetting sync.Mutex
 	// stopping is closed once the sandbox is going away.
 	stopping chan struct{}
 	stopOnce sync.Once
 
 	mu sync.Mutex
+	// workspace is the current one; a reset replaces it.
+	workspace *workspace
+	// workspaceLimits are the workspace's limits as the last Update left
+	// them: a reset builds the fresh workspace with them. (settings stays
+	// as Create parsed it, read without the lock.)
+	workspaceLimits workspaceLimits
 	// resources are the sandbox cgroup's, as last set.
 	resources *cgroups.Resources
 	started   bool
@@ -154,6 +164,10 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	settings, err := spec.ParseSettings(s, spec.Limits{Pids: hostPids})
 	if err != nil {
 		return nil, fail(errdefs.ErrInvalidArgument, err)
+	}
+	hostMemory, err := cgroup.HostMemoryLimit(paths.Sandbox)
+	if err != nil {
+		return nil, fail(nil, err)
 	}
 	// Convert everything before touching the host: a bad bundle leaves nothing.
 	controlPlane, err := spec.ControlPlane(cfg.ID, cfg.Bundle, s, paths)
@@ -234,6 +248,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	sb := &Sandbox{
 		ID: cfg.ID, Bundle: cfg.Bundle,
 		bundleSpec: s, settings: settings, reaperBinary: reaper, cgroup: cg, cgroupPaths: paths,
+		hostMemory:   hostMemory,
 		controlPlane: c, events: events,
 		reservation: network.reservation, protections: protections,
 		workspace: newWorkspace(),
@@ -241,6 +256,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		resources: controlPlane.SandboxResources,
 		execs:     map[string]*containerdExec{},
 	}
+	sb.workspaceLimits = workspaceLimits{memory: settings.MemoryLimit, pids: settings.PidsLimit, memoryAnnotated: settings.MemoryFromAnnotation}
 	p := process.New(cfg.ID, cfg.Stdio)
 	p.BeforeExit(sb.endWithInit)
 	// Set before it starts: its exit may be reported at once.
@@ -293,10 +309,11 @@ func (sb *Sandbox) endWithInit() {
 	started := sb.started
 	// Under the lock StartExec claims with: no exec starts after this.
 	sb.stop()
+	ws := sb.workspace
 	sb.mu.Unlock()
 	if started {
-		<-sb.workspace.ready
-		if ws := sb.workspace.container; ws != nil {
+		<-ws.ready
+		if ws := ws.container; ws != nil {
 			ws.Kill()
 			ws.WaitStopped(workspaceStopTimeout)
 		}
@@ -432,7 +449,7 @@ func (sb *Sandbox) Pause() error {
 	if !sb.Started() {
 		return fmt.Errorf("sandbox %s: pause: %w: not started", sb.ID, errdefs.ErrFailedPrecondition)
 	}
-	<-sb.workspace.ready
+	<-sb.currentWorkspace().ready
 	if err := sb.cgroup.Freeze(true); err != nil {
 		return fmt.Errorf("sandbox %s: pause: %w", sb.ID, err)
 	}
@@ -460,41 +477,102 @@ func (sb *Sandbox) Paused() bool {
 	return sb.paused
 }
 
-// Update applies new resources to the sandbox cgroup. A workspace memory
-// limit derived from the sandbox's follows it; an annotated one stays.
-func (sb *Sandbox) Update(r *specs.LinuxResources) error {
-	sb.mu.Lock()
-	defer sb.mu.Unlock()
-	res := *sb.resources
-	if err := spec.UpdateResources(&res, r); err != nil {
-		return fmt.Errorf("sandbox %s: update: %w: %w", sb.ID, errdefs.ErrInvalidArgument, err)
-	}
-	if err := sb.cgroup.Set(&res); err != nil {
+// workspaceLimits are the workspace's memory and pids limits; an annotated
+// memory limit no longer follows the sandbox's.
+type workspaceLimits struct {
+	memory, pids    int64
+	memoryAnnotated bool
+}
+
+// UpdateRequest is a containerd task Update.
+type UpdateRequest struct {
+	// Resources are the sandbox's new limits; nil leaves them.
+	Resources *specs.LinuxResources
+	// Annotations may set the workspace's memory limit and ask for a
+	// workspace reset (spec.ParseWorkspaceUpdate).
+	Annotations map[string]string
+}
+
+// Update applies new resources to the sandbox cgroup and the workspace's.
+// A workspace memory limit derived from the sandbox's follows it; an
+// annotated one stays, unless the Update's own annotation sets it. A reset
+// it asks for comes last, so the fresh workspace has the new limits.
+func (sb *Sandbox) Update(ctx context.Context, req UpdateRequest) error {
+	fail := func(kind, err error) error {
+		if kind != nil {
+			return fmt.Errorf("sandbox %s: update: %w: %w", sb.ID, kind, err)
+		}
 		return fmt.Errorf("sandbox %s: update: %w", sb.ID, err)
 	}
-	sb.resources = &res
+	if req.Resources == nil && len(req.Annotations) == 0 {
+		return fail(errdefs.ErrInvalidArgument, errors.New("neither resources nor annotations"))
+	}
+	sb.mu.Lock()
+	res := *sb.resources
+	if req.Resources != nil {
+		if err := spec.UpdateResources(&res, req.Resources); err != nil {
+			sb.mu.Unlock()
+			return fail(errdefs.ErrInvalidArgument, err)
+		}
+	}
+	upd, err := spec.ParseWorkspaceUpdate(req.Annotations, max(res.Memory, 0))
+	if err != nil {
+		sb.mu.Unlock()
+		return fail(errdefs.ErrInvalidArgument, err)
+	}
+	err = sb.updateLimits(&res, req.Resources, upd)
+	sb.mu.Unlock()
+	if err != nil {
+		return fail(nil, err)
+	}
+	if upd.Reset {
+		return sb.ResetWorkspace(ctx)
+	}
+	return nil
+}
+
+// updateLimits sets res on the sandbox cgroup and the workspace limits
+// that follow from it and upd, under sb.mu. r is the Update's resources
+// (nil: none).
+func (sb *Sandbox) updateLimits(res *cgroups.Resources, r *specs.LinuxResources, upd spec.WorkspaceUpdate) error {
+	if r != nil {
+		if err := sb.cgroup.Set(res); err != nil {
+			return err
+		}
+		sb.resources = res
+	}
 	// The workspace's limits follow the sandbox's, so the control plane keeps
 	// its reserve: memory unless annotated, pids never above the new cap.
-	ws := sb.readyWorkspace()
-	if ws == nil {
-		return nil
+	limits := sb.workspaceLimits
+	switch {
+	case upd.MemoryLimit > 0:
+		limits.memory, limits.memoryAnnotated = upd.MemoryLimit, true
+	case r != nil && r.Memory != nil && r.Memory.Limit != nil && !limits.memoryAnnotated:
+		limits.memory = spec.DefaultWorkspaceMemory(*r.Memory.Limit)
 	}
-	wres := ws.Resources()
-	changed := false
-	if r.Memory != nil && r.Memory.Limit != nil && !sb.settings.MemoryFromAnnotation {
-		wres.Memory = spec.DefaultWorkspaceMemory(*r.Memory.Limit)
-		changed = true
-	}
-	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit > 0 {
+	if r != nil && r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit > 0 {
 		capped, _ := spec.WorkspacePidsMax(*r.Pids.Limit)
-		limit := max(min(sb.settings.PidsLimit, capped), 1)
-		wres.PidsLimit = &limit
-		changed = true
+		limits.pids = max(min(sb.settings.PidsLimit, capped), 1)
 	}
-	if !changed {
+	if limits == sb.workspaceLimits {
 		return nil
 	}
-	return ws.SetResources(wres)
+	sb.workspaceLimits = limits
+	// A workspace not built yet (or being reset) is built with them.
+	ws := sb.workspace
+	select {
+	case <-ws.ready:
+	default:
+		return nil
+	}
+	if ws.container == nil {
+		return nil
+	}
+	wres := ws.container.Resources()
+	wres.Memory = limits.memory
+	pids := limits.pids
+	wres.PidsLimit = &pids
+	return ws.container.SetResources(wres)
 }
 
 // Delete tears the sandbox down. The init must have exited, or never been
@@ -505,7 +583,10 @@ func (sb *Sandbox) Delete(ctx context.Context) error {
 		if sb.init.Status() != process.Stopped {
 			return fmt.Errorf("sandbox %s: %w: task is running", sb.ID, errdefs.ErrFailedPrecondition)
 		}
-		<-sb.workspace.ready
+		// A reset under way finishes first (it builds nothing once stopped).
+		sb.resetting.Lock()
+		<-sb.currentWorkspace().ready
+		sb.resetting.Unlock()
 	}
 	var errs []error
 	if ws := sb.readyWorkspace(); ws != nil {
@@ -513,6 +594,7 @@ func (sb *Sandbox) Delete(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	sb.currentWorkspace().closePlatformPtmx()
 	sb.namespaces.close()
 	sb.reservation.Close()
 	if err := cleanup(sb.ID, sb.Bundle, sb.controlPlane, sb.cgroup); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -29,17 +30,27 @@ const workspaceBuildDelay = 50 * time.Millisecond
 const workspacePoolSize = 4
 
 // workspace is the user container every containerd exec runs in, built
-// once after Start.
+// after Start, and again by each reset.
 type workspace struct {
 	ready     chan struct{} // closed once built, or failed to be
 	container *usercontainer.Container
 	err       error
 	buildNow  chan struct{}
 	buildOnce sync.Once
+	// ptmx is the platform pty instance's ptmx (platformpty.go).
+	ptmx     *os.File
+	ptmxOnce sync.Once
 }
 
-func newWorkspace() workspace {
-	return workspace{ready: make(chan struct{}), buildNow: make(chan struct{})}
+func newWorkspace() *workspace {
+	return &workspace{ready: make(chan struct{}), buildNow: make(chan struct{})}
+}
+
+// currentWorkspace is the workspace now: a reset replaces it.
+func (sb *Sandbox) currentWorkspace() *workspace {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.workspace
 }
 
 // scheduleWorkspace builds the workspace while the control plane boots, so
@@ -48,40 +59,54 @@ func newWorkspace() workspace {
 // that is already gone by then needs none, and building one only to tear it
 // down would slow every short-lived task.
 func (sb *Sandbox) scheduleWorkspace(ctx context.Context) {
+	ws := sb.workspace // under sb.mu (Start)
 	go func() {
 		select {
 		case <-time.After(workspaceBuildDelay):
-		case <-sb.workspace.buildNow:
+		case <-ws.buildNow:
 		case <-sb.stopping:
 		}
-		sb.buildWorkspace(ctx)
+		sb.buildWorkspace(ctx, ws)
 	}()
 }
 
-func (sb *Sandbox) buildWorkspace(ctx context.Context) {
-	defer close(sb.workspace.ready)
+// workspaceSettings are the settings a workspace is built with: the
+// bundle's, with the limits as the last Update left them.
+func (sb *Sandbox) workspaceSettings() spec.Settings {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	st := sb.settings
+	l := sb.workspaceLimits
+	st.MemoryLimit, st.PidsLimit, st.MemoryFromAnnotation = l.memory, l.pids, l.memoryAnnotated
+	return st
+}
+
+func (sb *Sandbox) buildWorkspace(ctx context.Context, ws *workspace) {
+	defer close(ws.ready)
 	id := sb.ID + workspaceSuffix
 	fail := func(err error) {
-		sb.workspace.err = err
+		ws.err = err
 		log.G(ctx).WithError(err).WithField("id", sb.ID).Error("workspace unavailable: execs will fail")
 	}
 	// A control plane that already exited (a one-shot task) needs none.
 	if sb.stopped() {
-		sb.workspace.err = errors.New("the control plane has exited")
+		ws.err = errors.New("the control plane has exited")
 		return
 	}
+	settings := sb.workspaceSettings()
 	cfg, err := spec.Workspace(id, sb.Bundle, sb.bundleSpec, spec.WorkspaceOptions{
-		Settings:   sb.settings,
+		Settings:   settings,
 		NetNS:      sb.namespaces.path(sb.namespaces.network),
 		UTSNS:      sb.namespaces.path(sb.namespaces.uts),
 		CgroupPath: sb.cgroupPaths.User,
 		Reaper:     sb.reaperBinary,
+		HostMemory: sb.hostMemory,
 	})
 	if err != nil {
 		fail(fmt.Errorf("workspace config: %w", err))
 		return
 	}
-	reaper, err := spec.ReaperProcess(sb.settings)
+	reaper, err := spec.ReaperProcess(settings)
 	if err != nil {
 		fail(fmt.Errorf("workspace reaper: %w", err))
 		return
@@ -93,16 +118,23 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context) {
 		Container: cfg,
 		Reaper:    reaper,
 		Waiter: func() (*libcontainer.Process, error) {
-			return spec.WaiterProcess(sb.settings, sb.bundleSpec.Process)
+			lp, err := spec.WaiterProcess(settings, sb.bundleSpec.Process)
+			if err != nil {
+				return nil, err
+			}
+			if ptmx := ws.platformPtmx(ctx, StateRoot(sb.Bundle), id); ptmx != nil {
+				lp.Stdin = ptmx
+			}
+			return lp, nil
 		},
-		ExecPidsLimit: spec.ExecPidsLimit(sb.settings.PidsLimit),
+		ExecPidsLimit: spec.ExecPidsLimit(settings.PidsLimit),
 		PoolSize:      workspacePoolSize,
 	})
 	if err != nil {
 		fail(err)
 		return
 	}
-	sb.workspace.container = c
+	ws.container = c
 	// The workspace's own memory limit OOMs in its leaf, which the sandbox
 	// cgroup's notifications do not report on cgroup v1 (v2's do).
 	if !cgroup.ParentCountsChildren() {
@@ -112,31 +144,79 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context) {
 
 // buildWorkspaceNow skips the build delay: an exec is waiting.
 func (sb *Sandbox) buildWorkspaceNow() {
-	sb.workspace.buildOnce.Do(func() { close(sb.workspace.buildNow) })
+	ws := sb.currentWorkspace()
+	ws.buildOnce.Do(func() { close(ws.buildNow) })
 }
 
 // waitWorkspace waits until the workspace is built, or ctx ends.
-func (sb *Sandbox) waitWorkspace(ctx context.Context) (*usercontainer.Container, error) {
+func (sb *Sandbox) waitWorkspace(ctx context.Context) (*workspace, error) {
+	ws := sb.currentWorkspace()
 	select {
-	case <-sb.workspace.ready:
+	case <-ws.ready:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if sb.workspace.err != nil {
-		return nil, fmt.Errorf("%w: workspace unavailable: %w", errdefs.ErrFailedPrecondition, sb.workspace.err)
+	if ws.err != nil {
+		return nil, fmt.Errorf("%w: workspace unavailable: %w", errdefs.ErrFailedPrecondition, ws.err)
 	}
-	if !sb.workspace.container.Running() {
+	if !ws.container.Running() {
 		return nil, fmt.Errorf("%w: workspace has exited", errdefs.ErrFailedPrecondition)
 	}
-	return sb.workspace.container, nil
+	return ws, nil
 }
 
 // readyWorkspace is the workspace if it was built, else nil.
 func (sb *Sandbox) readyWorkspace() *usercontainer.Container {
+	ws := sb.currentWorkspace()
 	select {
-	case <-sb.workspace.ready:
-		return sb.workspace.container
+	case <-ws.ready:
+		return ws.container
 	default:
 		return nil
 	}
+}
+
+// ResetWorkspace kills the workspace, and so every exec in it (their exits
+// are reported as usual) and everything it left in memory (its /tmp and
+// /dev/shm, its IPC namespace), and builds a fresh one from the bundle
+// with the limits as they are now. It needs no memory from the workspace:
+// the platform's way back into one that user code filled. The control
+// plane is untouched.
+func (sb *Sandbox) ResetWorkspace(ctx context.Context) error {
+	sb.resetting.Lock()
+	defer sb.resetting.Unlock()
+	fail := func(err error) error { return fmt.Errorf("sandbox %s: reset workspace: %w", sb.ID, err) }
+	old := sb.currentWorkspace()
+	if !sb.Started() {
+		return fail(fmt.Errorf("%w: task not started", errdefs.ErrFailedPrecondition))
+	}
+	sb.buildWorkspaceNow()
+	<-old.ready
+	fresh := newWorkspace()
+	sb.mu.Lock()
+	// Under the lock endWithInit stops the sandbox with: either it sees
+	// the fresh workspace, or no fresh one is built.
+	if sb.stopped() {
+		sb.mu.Unlock()
+		return fail(fmt.Errorf("%w: task is stopped", errdefs.ErrFailedPrecondition))
+	}
+	sb.workspace = fresh
+	sb.mu.Unlock()
+	begin := time.Now()
+	if c := old.container; c != nil {
+		c.Kill()
+		c.WaitStopped(workspaceStopTimeout)
+		// Also removes the old cgroup leaf and its exec leaves: the old
+		// execs' leaves are gone with it (DeleteExec knows).
+		if err := c.Destroy(); err != nil {
+			log.G(ctx).WithError(err).WithField("id", sb.ID).Warn("reset: destroy the old workspace")
+		}
+	}
+	old.closePlatformPtmx()
+	sb.buildWorkspace(ctx, fresh)
+	if fresh.err != nil {
+		return fail(fresh.err)
+	}
+	log.G(ctx).WithField("id", sb.ID).Infof("workspace reset in %v", time.Since(begin).Round(time.Millisecond))
+	return nil
 }

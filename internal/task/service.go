@@ -573,20 +573,22 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "sandbox %s: checkpoint is not supported by io.sandbox.v1", r.ID)
 }
 
-// Update applies new cgroup resources.
+// Update applies new cgroup resources, and what its annotations ask of the
+// workspace (a memory limit, a reset).
 func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
 	sb, err := s.get(r.ID)
 	if err != nil {
 		return nil, err
 	}
-	if r.Resources == nil {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox %s: update without resources", r.ID)
+	req := sandbox.UpdateRequest{Annotations: r.Annotations}
+	if r.Resources != nil {
+		var res specs.LinuxResources
+		if err := typeurl.UnmarshalTo(r.Resources, &res); err != nil {
+			return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox %s: update: bad resources: %v", r.ID, err)
+		}
+		req.Resources = &res
 	}
-	var res specs.LinuxResources
-	if err := typeurl.UnmarshalTo(r.Resources, &res); err != nil {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "sandbox %s: update: bad resources: %v", r.ID, err)
-	}
-	if err := sb.Update(&res); err != nil {
+	if err := sb.Update(ctx, req); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	return empty, nil

@@ -310,10 +310,14 @@ static int wait_exec(void)
 
 	int std[3];
 	if (flags & 1) {
-		int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+		/* fd 0 of a waiter is the ptmx of the platform's own devpts
+		 * instance, opened by the shim (see spec.PlatformPtyDir): reopening
+		 * it makes a new pty there, which user code can neither reach nor
+		 * exhaust. dup2 below replaces it before the exec. */
+		int master = open("/proc/self/fd/0", O_RDWR | O_NOCTTY | O_CLOEXEC);
 		int unlock = 0;
 		if (master < 0)
-			fail("open /dev/ptmx: %s", strerror(errno));
+			fail("open a pty of the platform's instance (/proc/self/fd/0): %s", strerror(errno));
 		if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
 			fail("unlock pty: %s", strerror(errno));
 		int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);

@@ -37,6 +37,10 @@ var attacks = map[string]func(args []string) (breached []string){
 	"memhog":     memhog,
 	"pids":       listPids,
 	"abstract":   abstractConnect,
+	// Memory and terminals that outlive user code (leftover.go).
+	"fill-leftover": fillLeftover,
+	"ipc-remove":    removeIPC,
+	"hold-ptys":     holdPtys,
 }
 
 func main() {

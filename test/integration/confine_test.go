@@ -161,7 +161,7 @@ func TestWorkspaceShmPrivate(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(dir, "ws-file")); !os.IsNotExist(err) {
 				t.Fatalf("the pod's shm has the workspace's file (%v)", err)
 			}
-			if out, _, _ := runExec(t, ctx, task, "mount", "grep", " /dev/shm ", "/proc/self/mountinfo"); !strings.Contains(out, "size=65536k") || !strings.Contains(out, "noexec") {
+			if out, _, _ := runExec(t, ctx, task, "mount", "grep", " /dev/shm ", "/proc/self/mountinfo"); !strings.Contains(out, ",size=") || !strings.Contains(out, ",nr_inodes=") || !strings.Contains(out, "noexec") {
 				t.Errorf("workspace /dev/shm is not the bounded tmpfs: %q", out)
 			}
 		})

@@ -107,7 +107,7 @@ const waitSize = `i=0; while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null); case
 func ctrTTY(t *testing.T, ctx context.Context, rows, cols uint16, code int, args ...string) {
 	t.Helper()
 	what := "ctr " + strings.Join(args, " ")
-	script := fmt.Sprintf(`tty; [ -t 0 ] && echo isatty-yes; %s; exit %d`, waitSize, code)
+	script := fmt.Sprintf(`readlink /proc/self/fd/0; [ -t 0 ] && echo isatty-yes; %s; exit %d`, waitSize, code)
 	out, got := runOnPty(t, ctrCmd(ctx, append(args, "sh", "-c", script)...), rows, cols, 30*time.Second)
 	if got != code {
 		t.Fatalf("%s exit code = %d, want %d; output %q", what, got, code, out)

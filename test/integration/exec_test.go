@@ -109,11 +109,13 @@ func feedCat(t *testing.T, ctx context.Context, p client.Process, exitCh <-chan 
 	}
 }
 
-var ptsRe = regexp.MustCompile(`/dev/pts/[0-9]+`)
+// ptsRe matches a pty's path: the control plane's in /dev/pts, an exec's in the platform's
+// own devpts instance (docs/security.md#terminals).
+var ptsRe = regexp.MustCompile(`/pts/[0-9]+`)
 
-// ttyScript prints the terminal's name and isatty-yes, then waits for a line and prints the
-// terminal's size.
-const ttyScript = `tty; [ -t 0 ] && [ -t 1 ] && echo isatty-yes; read x; stty size`
+// ttyScript prints the terminal's path and isatty-yes, then waits for a line and prints the
+// terminal's size. (`tty` cannot name an exec's terminal: its directory is closed to user code.)
+const ttyScript = `readlink /proc/self/fd/0; [ -t 0 ] && [ -t 1 ] && echo isatty-yes; read x; stty size`
 
 // checkTTYResize checks that p, running ttyScript, is on a terminal, resizes that to w x h
 // and checks that stty reports the new size.
@@ -121,7 +123,7 @@ func checkTTYResize(t *testing.T, ctx context.Context, p client.Process, exitCh 
 	t.Helper()
 	out.waitFor(t, "isatty-yes", stepTimeout)
 	if !ptsRe.MatchString(out.String()) {
-		t.Fatalf("tty did not print a /dev/pts name: %q", out.String())
+		t.Fatalf("stdin is not a pty: %q", out.String())
 	}
 	if err := p.Resize(ctx, w, h); err != nil {
 		t.Fatalf("resize: %v", err)
