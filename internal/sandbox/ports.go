@@ -26,6 +26,9 @@ type Protections struct {
 	DualStack bool
 	// Network is what the cgroup programs enforce on user code.
 	Network netpolicy.Status
+	// policy is what was applied: a reset applies it again to the user
+	// cgroup its old workspace's destruction removed.
+	policy netpolicy.Policy
 }
 
 // reservedNetwork is the network namespace the control plane is created
@@ -125,10 +128,11 @@ func confineUserNetwork(ctx context.Context, id, userCgroup string, settings spe
 		}
 	}
 	logger := log.G(ctx).WithField("id", id)
-	st, err := netpolicy.Apply(netpolicy.Policy{
+	p.policy = netpolicy.Policy{
 		CgroupPath: userCgroup, ReservedPorts: settings.ReservedPorts,
 		UserConnect: settings.UserConnect, Ephemeral: n.ephemeral(),
-	})
+	}
+	st, err := netpolicy.Apply(p.policy)
 	p.Network = st
 	if err != nil {
 		if st.ReservedConnect {
@@ -177,4 +181,21 @@ func joinPorts(ports []uint16, sep string) string {
 		s[i] = fmt.Sprint(p)
 	}
 	return strings.Join(s, sep)
+}
+
+// reconfineUserNetwork attaches the network policy again after the user
+// cgroup was removed with a workspace, before a fresh workspace joins it. A
+// sandbox whose policy could not be attached at Create gets no new attempt:
+// what it enforces stays what Create logged.
+func (sb *Sandbox) reconfineUserNetwork() error {
+	if !sb.protections.Network.Enforced {
+		return nil
+	}
+	if _, err := os.Stat(sb.protections.Network.Cgroup); err == nil {
+		return nil // still there, programs attached
+	}
+	if _, err := netpolicy.Apply(sb.protections.policy); err != nil {
+		return fmt.Errorf("network policy of the fresh workspace: %w", err)
+	}
+	return nil
 }

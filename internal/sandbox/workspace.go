@@ -213,6 +213,12 @@ func (sb *Sandbox) ResetWorkspace(ctx context.Context) error {
 		}
 	}
 	old.closePlatformPtmx()
+	// Destroy removed the user cgroup, and the network policy with it.
+	if err := sb.reconfineUserNetwork(); err != nil {
+		fresh.err = err
+		close(fresh.ready)
+		return fail(err)
+	}
 	sb.buildWorkspace(ctx, fresh)
 	if fresh.err != nil {
 		return fail(fresh.err)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -220,6 +221,23 @@ func TestReservedPortsConnect(t *testing.T) {
 		}
 	}
 	allowed.checkAlive(t, ctx, "after connecting with the annotation")
+}
+
+// TestReservedPortsAfterReset: a workspace reset removes the user cgroup with the old
+// workspace; the fresh workspace is held by the network policy all the same.
+func TestReservedPortsAfterReset(t *testing.T) {
+	ctx := testCtx(t)
+	network, netns := withNetwork(t)
+	sb := newSandbox(t, ctx, controlPlaneArgs, netns)
+	if err := sb.task.Update(ctx, client.WithAnnotations(map[string]string{"io.sandbox.workspace.reset": "true"})); err != nil {
+		t.Fatalf("reset: %v", err)
+	}
+	res := sb.attack(t, ctx, false, "connect-reserved", append([]string{"--via=direct", network.SandboxIPv4}, reservedPorts...)...)
+	expectBlocked(t, "connect-reserved after a reset", res)
+	if n := strings.Count(res.stdout, "operation not permitted"); n != 16 {
+		t.Errorf("after a reset, %d connects refused by the policy, want 16:\n%s", n, res.stdout)
+	}
+	sb.checkAlive(t, ctx, "after connecting to the reserved ports from a fresh workspace")
 }
 
 // TestReservedPortsHandOver: the control plane gets the sockets at fds 3 and 4 with
