@@ -81,7 +81,7 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context) {
 		fail(fmt.Errorf("workspace config: %w", err))
 		return
 	}
-	reaper, err := spec.ReaperProcess(sb.settings)
+	reaper, err := spec.ReaperProcess(sb.settings, sb.bundleSpec.Process)
 	if err != nil {
 		fail(fmt.Errorf("workspace reaper: %w", err))
 		return

@@ -95,7 +95,7 @@ func newWorkspace(t *testing.T) *workspace {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid1, err := spec.ReaperProcess(settings)
+	pid1, err := spec.ReaperProcess(settings, s.Process)
 	if err != nil {
 		t.Fatal(err)
 	}
