@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -210,6 +212,7 @@ func (f *Forker) Fork(fs ForkStart) (*Waiter, error) {
 	}
 	child.pidfd = pidfd
 	child.mu.Unlock()
+	go child.watch(hostPid)
 	if msg != fs.Hello {
 		// Ended here, not through OnGone: it never was a waiter.
 		_ = child.signal(syscall.SIGKILL)
@@ -335,6 +338,72 @@ func (c *forkedChild) exit(status int) {
 		c.pidfd = -1
 	}
 	close(c.exited)
+}
+
+// watch reports the child's exit as soon as it is a zombie, from its
+// /proc entry, without waiting for the reaper: the reaper shares the
+// workspace's CPU (and its quota) with user code, so during a fork bomb
+// its report can come late. The reaper's report stays the fallback.
+func (c *forkedChild) watch(hostPid int) {
+	c.mu.Lock()
+	fd := -1
+	if c.pidfd >= 0 {
+		fd, _ = unix.FcntlInt(uintptr(c.pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	}
+	c.mu.Unlock()
+	if fd < 0 {
+		return
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return
+	}
+	// The runtime's poller waits for the pidfd to become readable (the
+	// process exited), without a thread per waiter.
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		return n > 0 || (err != nil && err != unix.EINTR)
+	})
+	if status, ok := c.zombieStatus(hostPid); ok {
+		c.exit(status)
+	}
+}
+
+// zombieStatus reads the exit status of the exited, not yet reaped child
+// from /proc/PID/stat (exit_code, Linux 3.5). It is the child's only if
+// the child is still unreaped after the read (its pid cannot have been
+// reused while it is a zombie), which the pidfd tells.
+func (c *forkedChild) zombieStatus(hostPid int) (int, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", hostPid))
+	if err != nil {
+		return 0, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false
+	}
+	// Fields after the comm start with field 3 (state); exit_code is 52.
+	f := strings.Fields(s[i+1:])
+	if len(f) < 50 || f[0] != "Z" {
+		return 0, false
+	}
+	code, err := strconv.Atoi(f[49])
+	if err != nil {
+		return 0, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pidfd < 0 || unix.PidfdSendSignal(c.pidfd, 0, nil, 0) != nil {
+		return 0, false
+	}
+	return exitCode(syscall.WaitStatus(code)), true
 }
 
 // awaitKill waits until the child is gone after its reaper died, and
