@@ -322,6 +322,16 @@ func (p *Pool[T]) Close() {
 	}
 }
 
+// Each calls f for every ready item (under the pool's lock: f must not
+// call the pool).
+func (p *Pool[T]) Each(f func(T)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, item := range p.items {
+		f(item)
+	}
+}
+
 // Done is closed once Run returned (never if Run was not started).
 func (p *Pool[T]) Done() <-chan struct{} { return p.done }
 

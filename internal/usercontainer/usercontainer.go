@@ -61,6 +61,7 @@ type Container struct {
 	cgroups   map[string]string // libcontainer's CgroupPaths
 	waiters   *pool.Pool[*waiter]
 	execSeq   atomic.Uint64
+	forks     atomic.Uint64 // waiters the reaper forked
 	leaves    leaves
 	activity  activity
 }
@@ -165,6 +166,7 @@ func (c *Container) newWaiter(pooled bool) (*waiter, error) {
 		w.release()
 		return nil, err
 	}
+	c.forks.Add(1)
 	if err := leaf.Add(pw.Pid()); err != nil {
 		// Its OnGone releases the leaf once it exited.
 		pw.Discard()
