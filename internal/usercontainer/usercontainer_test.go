@@ -360,3 +360,31 @@ func TestForkedWaiter(t *testing.T) {
 		t.Fatalf("signal after exit: %v, want ErrFinished", err)
 	}
 }
+
+// TestKillReportsRunningExecs: when the container is killed (its reaper,
+// which would report its children's exits, dies first), a running exec is
+// still reported exited, by the kernel's SIGKILL.
+func TestKillReportsRunningExecs(t *testing.T) {
+	w := newWorkspace(t)
+	c := w.container
+	req, err := spec.WorkspaceExec(&specs.Process{Args: []string{"sleep", "60"}, Env: []string{"PATH=/bin"}}, w.base, w.settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := process.New("sleep", process.Stdio{})
+	exited := make(chan struct{})
+	e, err := c.Exec(p, req, func(*process.Process) { close(exited) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Release()
+	c.Kill()
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("exec not reported exited after the container was killed")
+	}
+	if st, _ := p.Exit(); st != 137 {
+		t.Fatalf("exit status %d, want 137", st)
+	}
+}
