@@ -44,7 +44,7 @@ type workspace struct {
 	cgroup    string // the user container's cgroupfs path
 }
 
-func newWorkspace(t *testing.T) *workspace {
+func newWorkspace(t *testing.T, opts ...func(*Config)) *workspace {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: builds real containers")
@@ -100,12 +100,16 @@ func newWorkspace(t *testing.T) *workspace {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Create(t.Context(), Config{
+	ucfg := Config{
 		SandboxID: "unit", ID: "ws", StateRoot: filepath.Join(dir, "state"),
 		Container: cfg, Reaper: pid1,
 		Waiter:        func() (*libcontainer.Process, error) { return spec.WaiterProcess(settings, s.Process) },
 		ExecPidsLimit: 64, PoolSize: 2,
-	})
+	}
+	for _, o := range opts {
+		o(&ucfg)
+	}
+	c, err := Create(t.Context(), ucfg)
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -387,4 +391,42 @@ func TestKillReportsRunningExecs(t *testing.T) {
 	if st, _ := p.Exit(); st != 137 {
 		t.Fatalf("exit status %d, want 137", st)
 	}
+}
+
+// TestForkRefusedFallsBack: when the reaper cannot fork (here a pids
+// limit of its own), waiters are started by libcontainer instead, as the
+// shim's children, and execs still run.
+func TestForkRefusedFallsBack(t *testing.T) {
+	w := newWorkspace(t)
+	c := w.container
+	waitFor(t, "a full pool", func() bool { return c.waiters.Len() == 2 })
+	// The reaper alone in a pids cgroup with room for itself: its forks
+	// fail, libcontainer's joins of the exec leaves do not.
+	jail := filepath.Join("/sys/fs/cgroup/pids", w.cgroup, "reaper-jail")
+	if err := os.Mkdir(jail, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct{ name, value string }{{"pids.max", "1"}, {"cgroup.procs", fmt.Sprint(c.reaper.Pid())}} {
+		if err := os.WriteFile(filepath.Join(jail, f.name), []byte(f.value), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forked := c.forks.Load()
+	cat := &specs.Process{Args: []string{"cat", "/proc/self/cgroup"}, Env: []string{"PATH=/bin"}}
+	for i := range 4 {
+		out, status := w.run(t, cat)
+		if status != 0 || !strings.Contains(out, w.cgroup+"/exec-") {
+			t.Fatalf("exec %d with the reaper unable to fork: %q, %d", i, out, status)
+		}
+	}
+	if n := c.forks.Load() - forked; n != 0 {
+		t.Fatalf("%d waiters forked by a reaper unable to fork", n)
+	}
+	waitFor(t, "a refill by libcontainer", func() bool { return c.waiters.Len() == 2 })
+	c.waiters.Each(func(wt *waiter) {
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", wt.process.Pid()))
+		if !strings.Contains(string(status), fmt.Sprintf("PPid:\t%d\n", os.Getpid())) {
+			t.Errorf("waiter %d is not the shim's child: not built by libcontainer", wt.process.Pid())
+		}
+	})
 }

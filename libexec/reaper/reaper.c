@@ -82,6 +82,15 @@
 #define WAITER_ARG "--wait-exec"
 #define REAPER_ARG "--fork-waiters"
 
+/* close_from closes every descriptor from fd up. */
+static void close_from(int fd)
+{
+	if (syscall(SYS_close_range, fd, ~0U, 0) == 0)
+		return;
+	for (; fd < 1024; fd++)
+		close(fd);
+}
+
 static void fail(const char *fmt, ...)
 {
 	char msg[1024];
@@ -347,8 +356,7 @@ static int wait_exec(void)
 	if ((flags & 1) && ioctl(0, TIOCSCTTY, 0) < 0)
 		fail("set controlling terminal: %s", strerror(errno));
 	/* Only 0-2 and the close-on-exec socket survive the exec. */
-	for (int fd = 4; fd < 1024; fd++)
-		close(fd);
+	close_from(SOCK_FD + 1);
 
 	if (chdir(cwd) < 0)
 		fail("chdir to cwd (\"%s\") set in config.json failed: %s", cwd, strerror(errno));
@@ -382,15 +390,6 @@ static int wait_exec(void)
 		fail("exec: \"%s\": %s", file, strerror(found_err));
 	fail("exec: \"%s\": executable file not found in $PATH", file);
 	return 127;
-}
-
-/* close_from closes every descriptor from fd up. */
-static void close_from(int fd)
-{
-	if (syscall(SYS_close_range, fd, ~0U, 0) == 0)
-		return;
-	for (; fd < 1024; fd++)
-		close(fd);
 }
 
 static int send_all(int fd, const void *buf, size_t len)
