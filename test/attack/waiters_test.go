@@ -252,3 +252,45 @@ func TestNoOOMLoop(t *testing.T) {
 	}
 	sb.checkAlive(t, ctx, "after the cleanup")
 }
+
+// TestPidsExhausted: two fork bombs in two execs take every pid of the
+// workspace, so the reaper cannot fork (and libcontainer cannot join)
+// either. Execs then either run on a waiter built before, or fail at once
+// with an error: none hangs, and the shim does not rebuild in a loop.
+// Once the platform kills the bombs, execs run again and the pool refills.
+func TestPidsExhausted(t *testing.T) {
+	ctx := testCtx(t)
+	sb := newSandbox(t, ctx, controlPlaneArgs, oci.WithCPUCFS(150000, 100000), oci.WithMemoryLimit(512<<20))
+	reaper, rstart := sb.reaper(t)
+	bomb := "exec </dev/null >/dev/null 2>&1; f(){ while :; do f & done; }; while :; do f; done"
+	sb.background(t, ctx, "/bin/sh", "-c", bomb)
+	sb.background(t, ctx, "/bin/sh", "-c", bomb)
+	t.Cleanup(func() { sb.killWorkspaceFromHost(t, reaper) })
+	max, _ := strconv.Atoi(sb.cgroupFile("pids", "pids.max"))
+	current := func() int { n, _ := strconv.Atoi(sb.cgroupFile("pids", "pids.current")); return n }
+	if !poll(15*time.Second, func() bool { return current() >= max-2 }) {
+		t.Fatalf("the bombs did not fill the workspace (%d of %d pids)", current(), max)
+	}
+	ran, failed := 0, 0
+	for i := range 8 {
+		res, err := sb.exec(ctx, false, stepTimeout, "/bin/true")
+		switch {
+		case err == nil && res.code == 0:
+			ran++
+		case res.dur >= stepTimeout || strings.Contains(fmt.Sprint(err), "deadline"):
+			t.Errorf("exec %d with every pid taken hung: %v", i, err)
+		default:
+			failed++
+			t.Logf("exec %d with every pid taken: exit %d, %v (%v)", i, res.code, err, res.dur.Round(time.Millisecond))
+		}
+	}
+	t.Logf("REPORT every pid taken (%d of %d): %d execs ran, %d failed", current(), max, ran, failed)
+	sb.killWorkspaceFromHost(t, reaper)
+	sb.checkReaper(t, reaper, rstart)
+	for i := range 3 {
+		sb.checkAlive(t, ctx, fmt.Sprintf("after the bombs were killed (%d/3)", i+1))
+	}
+	if !poll(10*time.Second, func() bool { return len(sb.waiterPids()) >= 2 }) {
+		t.Errorf("the pool did not refill after the bombs were killed (%d waiters)", len(sb.waiterPids()))
+	}
+}
