@@ -631,6 +631,41 @@ func TestWaiterProcess(t *testing.T) {
 	}
 }
 
+// TestReaperProcess: the workspace's pid 1 forks the waiters, which inherit
+// everything from it: so it is what a waiter is (the reaper's uid, exactly
+// the waiter's capabilities, no_new_privs, the bundle's rlimits without
+// core dumps), and it is an init.
+func TestReaperProcess(t *testing.T) {
+	st := Settings{UID: 1000, GID: 1000}
+	lp, err := ReaperProcess(st, &specs.Process{Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 2048, Soft: 2048}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiter, err := WaiterProcess(st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lp.UID != waiter.UID || lp.GID != waiter.GID || lp.UID == 1000 {
+		t.Errorf("reaper runs as %d:%d, want the waiter's %d:%d", lp.UID, lp.GID, waiter.UID, waiter.GID)
+	}
+	if got := strings.Join(lp.Args, " "); got != ReaperPath+" "+ReaperArg {
+		t.Errorf("args %q", got)
+	}
+	c, w := lp.Capabilities, waiter.Capabilities
+	for i, pair := range [][2][]string{{c.Bounding, w.Bounding}, {c.Effective, w.Effective}, {c.Permitted, w.Permitted}, {c.Inheritable, w.Inheritable}, {c.Ambient, w.Ambient}} {
+		if !slices.Equal(pair[0], pair[1]) {
+			t.Errorf("capability set %d: %v, want the waiter's %v", i, pair[0], pair[1])
+		}
+	}
+	if lp.NoNewPrivileges == nil || !*lp.NoNewPrivileges {
+		t.Error("no_new_privs not set")
+	}
+	if !lp.Init {
+		t.Error("not an init")
+	}
+	checkRlimits(t, lp.Rlimits, 2048)
+}
+
 // TestWorkspaceProcessEnv: env entries an exec inherited from the control
 // plane (same KEY=VALUE as the bundle process') are dropped unless their
 // key is allowed by default or by io.sandbox.user.env.

@@ -452,6 +452,10 @@ func Cgroups(s *specs.Spec, namespace, id string) (CgroupPaths, error) {
 // WaiterArg makes the reaper binary a pooled exec (see libexec/reaper).
 const WaiterArg = "--wait-exec"
 
+// ReaperArg makes the reaper binary a user container's pid 1 that forks
+// waiters on request over its control socket (fd 3).
+const ReaperArg = "--fork-waiters"
+
 // waiterCaps are all a pooled exec holds while it waits: enough to take the
 // identity its request names, and to drop them for good right before the
 // exec.
@@ -483,16 +487,23 @@ func WaiterProcess(st Settings, base *specs.Process) (*libcontainer.Process, err
 }
 
 // ReaperProcess is a user container's pid 1. It runs under its own uid, so
-// user code cannot signal, renice or prlimit it either.
-func ReaperProcess(st Settings) (*libcontainer.Process, error) {
+// user code cannot signal, renice or prlimit it either. It forks the
+// waiters, which inherit everything from it (uid, waiterCaps, rlimits,
+// no_new_privs, seccomp, oom_score_adj), so it holds what a waiter holds:
+// waiterCaps, which no process of user code ever gets (a waiter drops
+// them for good before it execs).
+func ReaperProcess(st Settings, base *specs.Process) (*libcontainer.Process, error) {
 	ruid := ReaperUID(st)
 	lp, err := Process(&specs.Process{
-		Args: []string{ReaperPath}, Cwd: "/",
-		User: specs.User{UID: ruid, GID: ruid},
+		Args: []string{ReaperPath, ReaperArg}, Cwd: "/",
+		User:            specs.User{UID: ruid, GID: ruid},
+		NoNewPrivileges: true,
+		Rlimits:         workspaceRlimits(base),
 	})
 	if err != nil {
 		return nil, err
 	}
+	lp.Capabilities = &configs.Capabilities{Bounding: waiterCaps, Effective: waiterCaps, Permitted: waiterCaps, Inheritable: waiterCaps, Ambient: waiterCaps}
 	lp.Init = true
 	return lp, nil
 }

@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -100,4 +101,40 @@ func (l *ExecLeaf) Remove() {
 	for i := len(dirs) - 1; i >= 0; i-- {
 		_ = os.Remove(dirs[i])
 	}
+}
+
+// Add moves pid into the leaf (each hierarchy on cgroup v1). A waiter the
+// reaper forked is moved once, when it is built, never on an exec's path.
+func (l *ExecLeaf) Add(pid int) error {
+	l.mu.Lock()
+	dirs := l.dirs
+	l.mu.Unlock()
+	if len(dirs) == 0 {
+		return errors.New("exec cgroup removed")
+	}
+	for _, dir := range dirs {
+		if err := cgroups.WriteCgroupProc(dir, pid); err != nil {
+			return fmt.Errorf("move waiter %d to %s: %w", pid, dir, err)
+		}
+	}
+	return nil
+}
+
+// Empty tells whether no process is left in the leaf, so it can serve
+// another exec: one whose orphans still run there cannot, or they would
+// share the next exec's pids limit.
+func (l *ExecLeaf) Empty() bool {
+	l.mu.Lock()
+	dirs := l.dirs
+	l.mu.Unlock()
+	if len(dirs) == 0 {
+		return false
+	}
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err != nil || len(bytes.TrimSpace(b)) > 0 {
+			return false
+		}
+	}
+	return true
 }

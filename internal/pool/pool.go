@@ -1,17 +1,21 @@
 // Package pool keeps pre-built things ready (a user container's waiters
 // now, secure-exec containers later), so the request that needs one does
 // not pay for building it. Refills run off the caller's path, with backoff
-// while building fails.
+// while building fails or built items die unused, and stop after too many
+// such failures in a row (the pool is then degraded) until the caller says
+// things changed.
 package pool
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
 
-// Backoff bounds the wait between failed builds: it starts at Min, doubles
-// after each failure up to Max, and starts over after a success.
+// Backoff bounds the wait after a failure: Min after the first of a row,
+// doubling with each further one up to Max.
 type Backoff struct {
 	Min, Max time.Duration
 }
@@ -19,13 +23,17 @@ type Backoff struct {
 // DefaultBackoff suits builds that take milliseconds.
 var DefaultBackoff = Backoff{Min: 10 * time.Millisecond, Max: time.Second}
 
-// next is the wait after a failure that followed a wait of d (0: none yet).
-func (b Backoff) next(d time.Duration) time.Duration {
-	if d <= 0 {
-		return b.Min
+// wait is the wait after the nth failure in a row (n >= 1).
+func (b Backoff) wait(n int) time.Duration {
+	d := b.Min
+	for i := 1; i < n && d < b.Max; i++ {
+		d *= 2
 	}
-	return min(2*d, b.Max)
+	return min(d, b.Max)
 }
+
+// ErrDiedUnused is the failure of an item that died while ready.
+var ErrDiedUnused = errors.New("a ready item died before it was used")
 
 // Config describes what a pool holds.
 type Config[T comparable] struct {
@@ -40,6 +48,13 @@ type Config[T comparable] struct {
 	// OnBuildError sees every failed build (logging); nil ignores them.
 	OnBuildError func(error)
 	Backoff      Backoff
+	// MaxFailures is how many failures in a row (failed builds, and items
+	// that died ready) stop the refills: a successful build does not end a
+	// row, since an item that dies right after it (out of memory) would
+	// otherwise rebuild forever. Only Used or Resume end it. 0 never stops.
+	MaxFailures int
+	// OnDegraded runs once when the refills stop, with the reason.
+	OnDegraded func(error)
 }
 
 // Pool holds up to Size ready items, refilled by Run.
@@ -51,6 +66,12 @@ type Pool[T comparable] struct {
 	once  sync.Once
 	mu    sync.Mutex
 	items []T
+	// failures counts the current row of failures; lastErr is its last.
+	failures int
+	lastErr  error
+	// died is set when an item died ready: the next build backs off first.
+	died     bool
+	degraded bool
 	// sleep waits d or until stop; tests replace it to observe the backoff.
 	sleep func(d time.Duration, stop <-chan struct{})
 }
@@ -89,7 +110,6 @@ func (p *Pool[T]) Run(ctx context.Context) {
 		}
 	}()
 	p.Wake()
-	var wait time.Duration
 	for {
 		select {
 		case <-p.stop:
@@ -102,22 +122,100 @@ func (p *Pool[T]) Run(ctx context.Context) {
 			if p.stopped() {
 				return
 			}
-			item, err := p.cfg.Build(ctx)
-			if err != nil {
-				if p.cfg.OnBuildError != nil && !p.stopped() {
-					p.cfg.OnBuildError(err)
-				}
-				wait = p.cfg.Backoff.next(wait)
+			wait, ok := p.beforeBuild()
+			if !ok {
+				break // degraded: until Resume
+			}
+			if wait > 0 {
 				p.sleep(wait, p.stop)
 				continue
 			}
-			wait = 0
+			item, err := p.cfg.Build(ctx)
+			if err != nil {
+				if p.stopped() {
+					return
+				}
+				if p.cfg.OnBuildError != nil {
+					p.cfg.OnBuildError(err)
+				}
+				p.fail(err)
+				p.mu.Lock()
+				n := p.failures
+				p.mu.Unlock()
+				p.sleep(p.cfg.Backoff.wait(n), p.stop)
+				continue
+			}
 			if !p.add(item) {
 				p.discard(item)
 				return
 			}
 		}
 	}
+}
+
+// beforeBuild says whether to build (not while degraded), and how long to
+// back off first after an item died ready.
+func (p *Pool[T]) beforeBuild() (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.degraded {
+		return 0, false
+	}
+	if p.died {
+		p.died = false
+		return p.cfg.Backoff.wait(p.failures), true
+	}
+	return 0, true
+}
+
+// fail counts one failure and degrades the pool at MaxFailures.
+func (p *Pool[T]) fail(err error) {
+	p.mu.Lock()
+	p.failures++
+	p.lastErr = err
+	degrade := p.cfg.MaxFailures > 0 && p.failures >= p.cfg.MaxFailures && !p.degraded
+	if degrade {
+		p.degraded = true
+	}
+	n := p.failures
+	p.mu.Unlock()
+	if degrade && p.cfg.OnDegraded != nil {
+		p.cfg.OnDegraded(fmt.Errorf("%d failures in a row, the last: %w", n, err))
+	}
+}
+
+// diedUnused counts an item that died while ready.
+func (p *Pool[T]) diedUnused() {
+	p.mu.Lock()
+	p.died = true
+	p.mu.Unlock()
+	p.fail(ErrDiedUnused)
+}
+
+// Used says a taken item did its job: the row of failures ends.
+func (p *Pool[T]) Used() {
+	p.mu.Lock()
+	p.failures = 0
+	p.mu.Unlock()
+}
+
+// Resume ends the row of failures and restarts the refills of a degraded
+// pool: call it when what made items fail may have changed (new limits, an
+// item built on demand that worked).
+func (p *Pool[T]) Resume() {
+	p.mu.Lock()
+	p.failures = 0
+	p.died = false
+	p.degraded = false
+	p.mu.Unlock()
+	p.Wake()
+}
+
+// Degraded tells whether refills stopped after MaxFailures failures.
+func (p *Pool[T]) Degraded() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.degraded
 }
 
 func (p *Pool[T]) stopped() bool {
@@ -159,6 +257,12 @@ func (p *Pool[T]) Len() int {
 // refill. ok is false when none is ready.
 func (p *Pool[T]) Take() (item T, ok bool) {
 	defer p.Wake()
+	dead := 0
+	defer func() {
+		for range dead {
+			p.diedUnused()
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for len(p.items) > 0 {
@@ -167,6 +271,7 @@ func (p *Pool[T]) Take() (item T, ok bool) {
 		if p.cfg.Alive == nil || p.cfg.Alive(item) {
 			return item, true
 		}
+		dead++
 	}
 	var zero T
 	return zero, false
@@ -184,16 +289,22 @@ func (p *Pool[T]) Return(item T) {
 	p.mu.Unlock()
 }
 
-// Remove forgets an item that died while ready, and starts a refill.
+// Remove forgets an item that died while ready (a failure, if it was
+// still there), and starts a refill.
 func (p *Pool[T]) Remove(item T) {
+	found := false
 	p.mu.Lock()
 	for i, x := range p.items {
 		if x == item {
 			p.items = append(p.items[:i], p.items[i+1:]...)
+			found = true
 			break
 		}
 	}
 	p.mu.Unlock()
+	if found && !p.stopped() {
+		p.diedUnused()
+	}
 	p.Wake()
 }
 
@@ -208,6 +319,16 @@ func (p *Pool[T]) Close() {
 	p.mu.Unlock()
 	for _, item := range items {
 		p.discard(item)
+	}
+}
+
+// Each calls f for every ready item (under the pool's lock: f must not
+// call the pool).
+func (p *Pool[T]) Each(f func(T)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, item := range p.items {
+		f(item)
 	}
 }
 

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -72,19 +73,154 @@ func TestBackoff(t *testing.T) {
 			t.Fatalf("waits %v, want %v ms", got, want)
 		}
 	}
-	// A success resets: the next failure waits Min again.
+	// An item that did its job ends the row: the next failure waits Min
+	// again. (A successful build alone does not: see TestDegraded.)
 	b.mu.Lock()
 	b.failures = b.calls + 1
 	b.mu.Unlock()
 	if _, ok := p.Take(); !ok {
 		t.Fatal("no item in a full pool")
 	}
+	p.Used()
 	waitFor(t, "the refill", func() bool { return p.Len() == 2 })
 	mu.Lock()
 	last := waits[len(waits)-1]
 	mu.Unlock()
 	if last != 10*time.Millisecond {
-		t.Fatalf("first wait after a success is %v, want 10ms", last)
+		t.Fatalf("first wait after a used item is %v, want 10ms", last)
+	}
+}
+
+// dyingItems builds items that die as soon as they are ready, the way
+// waiters die when the workspace's memory is full: every build succeeds.
+type dyingItems struct {
+	mu    sync.Mutex
+	built int
+	pool  *Pool[*item]
+}
+
+func (d *dyingItems) build(context.Context) (*item, error) {
+	d.mu.Lock()
+	d.built++
+	it := &item{id: d.built}
+	p := d.pool
+	d.mu.Unlock()
+	// Dies right after it was added, as a waiter killed by the OOM killer.
+	go func() {
+		waitUntil(func() bool { return p.contains(it) })
+		p.Remove(it)
+	}()
+	return it, nil
+}
+
+func (d *dyingItems) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.built
+}
+
+func waitUntil(f func() bool) {
+	for deadline := time.Now().Add(5 * time.Second); !f() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (p *Pool[T]) contains(it T) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, x := range p.items {
+		if x == it {
+			return true
+		}
+	}
+	return false
+}
+
+// TestDegraded: items that die unused, each right after a successful
+// build, back off (a success does not reset the wait) and stop the
+// refills after MaxFailures, reported once; Take still works (empty), and
+// Resume starts the refills again with a fresh row. Real clock.
+func TestDegraded(t *testing.T) {
+	d := &dyingItems{}
+	var mu sync.Mutex
+	var reasons []error
+	p := New(Config[*item]{Size: 2, Build: d.build, MaxFailures: 4,
+		Backoff: Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
+		OnDegraded: func(err error) {
+			mu.Lock()
+			reasons = append(reasons, err)
+			mu.Unlock()
+		}})
+	d.pool = p
+	var waits []time.Duration
+	sleep := p.sleep
+	p.sleep = func(dur time.Duration, stop <-chan struct{}) {
+		mu.Lock()
+		waits = append(waits, dur)
+		mu.Unlock()
+		sleep(dur, stop)
+	}
+	go p.Run(context.Background())
+	defer p.Close()
+	waitFor(t, "the pool to degrade", p.Degraded)
+	// No more builds once degraded.
+	n := d.count()
+	time.Sleep(100 * time.Millisecond)
+	if d.count() != n {
+		t.Fatalf("%d builds after the pool degraded at %d", d.count()-n, n)
+	}
+	if n < 4 || n > 6 {
+		t.Fatalf("%d builds before degrading, want MaxFailures (4) plus those in flight", n)
+	}
+	mu.Lock()
+	if len(reasons) != 1 || !errors.Is(reasons[0], ErrDiedUnused) {
+		t.Fatalf("degraded reported %v, want once with ErrDiedUnused", reasons)
+	}
+	// The waits grow across successful builds (5, 10, 20 ms): a successful
+	// build must not reset the backoff.
+	if len(waits) < 2 || !slices.IsSorted(waits) || waits[len(waits)-1] != 20*time.Millisecond {
+		t.Fatalf("waits %v, want them growing to 20ms across successful builds", waits)
+	}
+	mu.Unlock()
+	if _, ok := p.Take(); ok {
+		t.Fatal("Take found an item in a degraded pool")
+	}
+	p.Resume()
+	if p.Degraded() {
+		t.Fatal("still degraded after Resume")
+	}
+	waitFor(t, "builds after Resume", func() bool { return d.count() > n })
+	waitFor(t, "the pool to degrade again", p.Degraded)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reasons) != 2 {
+		t.Fatalf("degraded reported %d times, want once per row", len(reasons))
+	}
+}
+
+// TestUsedEndsTheRow: failures spread between items that did their job
+// never degrade the pool.
+func TestUsedEndsTheRow(t *testing.T) {
+	b := &builder{}
+	p := New(Config[*item]{Size: 1, Build: b.build, MaxFailures: 2, Backoff: Backoff{Min: time.Millisecond, Max: time.Millisecond}})
+	go p.Run(context.Background())
+	defer p.Close()
+	for i := 0; i < 6; i++ {
+		waitFor(t, "a ready item", func() bool { return p.Len() == 1 })
+		p.mu.Lock()
+		it := p.items[0]
+		p.mu.Unlock()
+		if i%2 == 0 {
+			p.Remove(it) // died ready: one failure
+			continue
+		}
+		if _, ok := p.Take(); !ok {
+			t.Fatal("no item")
+		}
+		p.Used()
+	}
+	if p.Degraded() {
+		t.Fatal("degraded although every failure was followed by a used item")
 	}
 }
 

@@ -52,7 +52,10 @@ type Process struct {
 	Stdio Stdio
 
 	lp *libcontainer.Process
-	io *stdio
+	// signal reaches the running process: libcontainer's for an init, the
+	// waiter's (a pidfd) for an exec.
+	signal func(os.Signal) error
+	io     *stdio
 	// waiterFiles are an exec's stdio ends for its waiter, from OpenStdio
 	// until StartIn sends them.
 	waiterFiles []*os.File
@@ -147,6 +150,7 @@ func (p *Process) Start(run func(*libcontainer.Process) error, lp *libcontainer.
 	}
 	p.mu.Lock()
 	p.pid = pid
+	p.signal = lp.Signal
 	p.status = Running
 	p.mu.Unlock()
 	ioErr := p.io.started()
@@ -165,23 +169,34 @@ func (p *Process) Start(run func(*libcontainer.Process) error, lp *libcontainer.
 // helper processes, and the shim library's SIGCHLD reaper is disabled, so no
 // other code path can take this exit status away.
 func (p *Process) reap() {
-	ps, _ := p.lp.Wait()
-	p.exitedWith(ps)
+	p.exitedWith(waitStatus(p.lp.Wait()))
+}
+
+// unknownExit is the status of a process whose wait status was lost.
+const unknownExit = 255
+
+// waitStatus is the exit status of a process libcontainer waited for.
+func waitStatus(ps *os.ProcessState, _ error) int {
+	if ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+			return exitCode(ws)
+		}
+	}
+	return unknownExit
+}
+
+// exitCode is the status containerd reports: the exit code, or 128 plus
+// the signal that killed the process.
+func exitCode(ws syscall.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
 }
 
 // exitedWith records the exit once stdio is in place and drained, then
 // reports it.
-func (p *Process) exitedWith(ps *os.ProcessState) {
-	status := 255
-	if ps != nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
-			if ws.Signaled() {
-				status = 128 + int(ws.Signal())
-			} else {
-				status = ws.ExitStatus()
-			}
-		}
-	}
+func (p *Process) exitedWith(status int) {
 	<-p.startDone
 	if io := p.stdio(); io != nil {
 		io.wait()
@@ -251,7 +266,10 @@ func (p *Process) Signal(sig os.Signal) error {
 	case Stopped:
 		return ErrFinished
 	}
-	if err := p.lp.Signal(sig); err != nil {
+	p.mu.Lock()
+	signal := p.signal
+	p.mu.Unlock()
+	if err := signal(sig); err != nil {
 		if errors.Is(err, os.ErrProcessDone) {
 			return ErrFinished
 		}

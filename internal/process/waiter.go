@@ -20,12 +20,14 @@ const handshakeTimeout = 10 * time.Second
 // code can kill it): the caller starts the exec the slow way instead.
 var ErrWaiterGone = errors.New("pooled exec is gone")
 
-// Waiter is an exec libcontainer started ahead of need: it already sits in
-// the workspace's namespaces and cgroups, as the workspace user, and waits
-// for one request on its socket. Using it costs no cgroup migration, which
+// Waiter is an exec started ahead of need: it already sits in the
+// workspace's namespaces and cgroups, under the reaper's uid, and waits for
+// one request on its socket. Using it costs no cgroup migration, which
 // during a fork bomb takes up to hundreds of milliseconds per hierarchy.
+// The reaper forks most waiters (see Forker); StartWaiter builds one with
+// libcontainer when it cannot.
 type Waiter struct {
-	lp   *libcontainer.Process
+	proc waiterProcess
 	sock *os.File
 	pid  int
 
@@ -37,7 +39,22 @@ type Waiter struct {
 	onGone func()
 }
 
-// WaiterStart is how to start one waiter.
+// waiterProcess is how the shim signals and waits for a waiter's process:
+// through libcontainer for one it started, through the reaper's reports
+// and a pidfd for one the reaper forked.
+type waiterProcess interface {
+	signal(os.Signal) error
+	// wait returns the exit status (see exitCode) once the process exited.
+	wait() int
+}
+
+// libcontainerProcess is a waiter libcontainer started: the shim's child.
+type libcontainerProcess struct{ lp *libcontainer.Process }
+
+func (l libcontainerProcess) signal(sig os.Signal) error { return l.lp.Signal(sig) }
+func (l libcontainerProcess) wait() int                  { return waitStatus(l.lp.Wait()) }
+
+// WaiterStart is how to start one waiter with libcontainer.
 type WaiterStart struct {
 	// Process is the waiter's libcontainer process; its socket end is
 	// appended to ExtraFiles (fd 3 when it has none).
@@ -51,7 +68,8 @@ type WaiterStart struct {
 	OnGone func()
 }
 
-// StartWaiter starts a waiter and waits for its hello.
+// StartWaiter starts a waiter with libcontainer (a join of the workspace's
+// namespaces and cgroups: the slow path) and waits for its hello.
 func StartWaiter(ws WaiterStart) (*Waiter, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -72,29 +90,47 @@ func StartWaiter(ws WaiterStart) (*Waiter, error) {
 		_ = lp.Signal(syscall.SIGKILL)
 		return nil, err
 	}
-	w := &Waiter{lp: lp, sock: sock, pid: pid, done: make(chan struct{}), onGone: ws.OnGone}
-	go w.reap()
-	tv := unix.NsecToTimeval(handshakeTimeout.Nanoseconds())
-	_ = unix.SetsockoptTimeval(int(sock.Fd()), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	w := newWaiter(libcontainerProcess{lp}, sock, pid, ws.OnGone)
+	setReceiveTimeout(sock, handshakeTimeout)
 	msg, fd, err := recvMessage(sock)
 	if fd != nil {
 		fd.Close()
 	}
-	if err == nil && msg != ws.Hello {
-		err = fmt.Errorf("waiter answered %q, not %q: the sandbox-reaper binary does not match this shim (install the one built with it)", msg, ws.Hello)
+	if err := w.checkHello(msg, err, ws.Hello); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func newWaiter(proc waiterProcess, sock *os.File, pid int, onGone func()) *Waiter {
+	w := &Waiter{proc: proc, sock: sock, pid: pid, done: make(chan struct{}), onGone: onGone}
+	go w.reap()
+	return w
+}
+
+// checkHello ends the waiter unless its first packet (msg, or the error
+// reading it) is the hello of this shim's protocol.
+func (w *Waiter) checkHello(msg string, err error, hello string) error {
+	if err == nil && msg != hello {
+		err = fmt.Errorf("waiter answered %q, not %q: the sandbox-reaper binary does not match this shim (install the one built with it)", msg, hello)
 	}
 	if err != nil {
 		w.Discard()
-		_ = lp.Signal(syscall.SIGKILL)
-		return nil, fmt.Errorf("waiter hello: %w", err)
+		_ = w.proc.signal(syscall.SIGKILL)
+		return fmt.Errorf("waiter hello: %w", err)
 	}
-	return w, nil
+	return nil
+}
+
+func setReceiveTimeout(sock *os.File, d time.Duration) {
+	tv := unix.NsecToTimeval(d.Nanoseconds())
+	_ = unix.SetsockoptTimeval(int(sock.Fd()), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 }
 
 // reap is the one wait on the waiter's pid; once an exec owns it, the exit
 // is the exec's.
 func (w *Waiter) reap() {
-	ps, _ := w.lp.Wait()
+	status := w.proc.wait()
 	w.mu.Lock()
 	w.exited = true
 	owner, onGone := w.owner, w.onGone
@@ -107,8 +143,11 @@ func (w *Waiter) reap() {
 		}
 		return
 	}
-	owner.exitedWith(ps)
+	owner.exitedWith(status)
 }
+
+// Kill ends the waiter's process.
+func (w *Waiter) Kill() { _ = w.proc.signal(syscall.SIGKILL) }
 
 // Done is closed once the waiter's process was reaped.
 func (w *Waiter) Done() <-chan struct{} { return w.done }
@@ -164,7 +203,7 @@ func (p *Process) StartIn(w *Waiter, req []byte, onExit func(*Process)) (retErr 
 	}
 	p.mu.Lock()
 	p.onExit = onExit
-	p.lp = w.lp
+	p.signal = w.proc.signal
 	p.pid = w.pid
 	p.status = Running
 	p.mu.Unlock()
@@ -175,7 +214,7 @@ func (p *Process) StartIn(w *Waiter, req []byte, onExit func(*Process)) (retErr 
 			p.mu.Lock()
 			p.onExit = nil
 			p.mu.Unlock()
-			_ = w.lp.Signal(syscall.SIGKILL)
+			_ = w.proc.signal(syscall.SIGKILL)
 			w.sock.Close()
 			p.setExited(-1)
 		}
@@ -197,8 +236,7 @@ func (p *Process) StartIn(w *Waiter, req []byte, onExit func(*Process)) (retErr 
 	sock := int(w.sock.Fd())
 	// A message must fit the socket's send buffer whole; the shim is root.
 	_ = unix.SetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, len(req)+64<<10)
-	tv := unix.NsecToTimeval(handshakeTimeout.Nanoseconds())
-	_ = unix.SetsockoptTimeval(sock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	setReceiveTimeout(w.sock, handshakeTimeout)
 	err := unix.Sendmsg(sock, req, oob, nil, 0)
 	io.closeChildFiles()
 	if err != nil {
@@ -252,7 +290,7 @@ func (p *Process) OpenStdio() error {
 
 func recvMessage(sock *os.File) (string, *os.File, error) {
 	buf := make([]byte, 2048)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, unix.CmsgSpace(4*4)+unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4))
 	for {
 		n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {

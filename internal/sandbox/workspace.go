@@ -106,7 +106,7 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context, ws *workspace) {
 		fail(fmt.Errorf("workspace config: %w", err))
 		return
 	}
-	reaper, err := spec.ReaperProcess(settings)
+	reaper, err := spec.ReaperProcess(settings, sb.bundleSpec.Process)
 	if err != nil {
 		fail(fmt.Errorf("workspace reaper: %w", err))
 		return

@@ -1,16 +1,18 @@
 // Package usercontainer runs one user container: the workspace every
 // containerd exec runs in now, one secure exec later. It creates the
 // container with libcontainer, runs the reaper as its pid 1, keeps waiters
-// (pre-built execs, each in a per-exec cgroup leaf) ready in a pool, and
-// kills and destroys it. Everything about the container's shape comes from
-// spec; nothing here decides who user code runs as.
+// (pre-built execs the reaper forks, each in a per-exec cgroup leaf) ready
+// in a pool, and kills and destroys it. Everything about the container's
+// shape comes from spec; nothing here decides who user code runs as.
 package usercontainer
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -36,10 +38,13 @@ type Config struct {
 	ID, StateRoot string
 	// Container is the container's libcontainer config (spec.Workspace).
 	Container *configs.Config
-	// Reaper is its pid 1 (spec.ReaperProcess).
+	// Reaper is its pid 1 (spec.ReaperProcess); its control socket is
+	// appended to ExtraFiles (fd 3).
 	Reaper *libcontainer.Process
-	// Waiter builds the process of one waiter (spec.WaiterProcess); it is
-	// called once per waiter, since a libcontainer process runs once.
+	// Waiter builds the process of one waiter started by libcontainer
+	// (spec.WaiterProcess), the slow path taken when the reaper cannot
+	// fork; it is called once per such waiter, since a libcontainer
+	// process runs once.
 	Waiter func() (*libcontainer.Process, error)
 	// ExecPidsLimit is each exec's share of the container's pids.
 	ExecPidsLimit int64
@@ -52,15 +57,22 @@ type Container struct {
 	cfg       Config
 	container *libcontainer.Container
 	reaper    *process.Process
+	forker    *process.Forker
 	cgroups   map[string]string // libcontainer's CgroupPaths
 	waiters   *pool.Pool[*waiter]
 	execSeq   atomic.Uint64
+	forks     atomic.Uint64 // waiters the reaper forked
+	leaves    leaves
+	activity  activity
 }
 
 // waiter is one pre-built exec and its cgroup leaf.
 type waiter struct {
 	process *process.Waiter
 	leaf    *cgroup.ExecLeaf
+	// release gives the leaf back, once, whichever path ends the waiter's
+	// use of it.
+	release func()
 }
 
 // Create builds the container and starts its reaper and its waiter pool.
@@ -75,10 +87,28 @@ func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
 			_ = Destroy(c)
 		}
 	}()
+	control, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fail(fmt.Errorf("reaper control socket: %w", err))
+	}
+	shimEnd, reaperEnd := os.NewFile(uintptr(control[0]), "reaper-control"), os.NewFile(uintptr(control[1]), "reaper-control")
+	cfg.Reaper.ExtraFiles = append(cfg.Reaper.ExtraFiles, reaperEnd)
 	reaper := process.New("", process.Stdio{})
-	if err := reaper.Start(c.Run, cfg.Reaper, nil); err != nil {
+	err = reaper.Start(c.Run, cfg.Reaper, nil)
+	reaperEnd.Close()
+	if err != nil {
+		shimEnd.Close()
 		return nil, fail(fmt.Errorf("start reaper: %w", err))
 	}
+	forker, err := process.NewForker(shimEnd, helloTimeout)
+	if err != nil {
+		return nil, fail(err)
+	}
+	defer func() {
+		if retErr != nil {
+			forker.Close()
+		}
+	}()
 	if err := cgroup.PlaceReaper(cfg.Container.Cgroups.Path, reaper.Pid()); err != nil {
 		return nil, fail(err)
 	}
@@ -86,14 +116,23 @@ func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
 	if err != nil {
 		return nil, fail(fmt.Errorf("state: %w", err))
 	}
-	uc := &Container{cfg: cfg, container: c, reaper: reaper, cgroups: st.CgroupPaths}
+	uc := &Container{cfg: cfg, container: c, reaper: reaper, forker: forker, cgroups: st.CgroupPaths}
 	uc.waiters = pool.New(pool.Config[*waiter]{
-		Size:    cfg.PoolSize,
-		Build:   func(context.Context) (*waiter, error) { return uc.newWaiter(true) },
+		Size: cfg.PoolSize,
+		Build: func(ctx context.Context) (*waiter, error) {
+			uc.activity.waitQuiet(ctx)
+			return uc.newWaiter(true)
+		},
 		Alive:   func(w *waiter) bool { return w.process.Alive() },
 		Discard: func(w *waiter) { w.process.Discard() },
 		OnBuildError: func(err error) {
 			log.G(ctx).WithError(err).WithField("id", cfg.SandboxID).Debug("build pooled exec")
+		},
+		MaxFailures: maxPoolFailures(cfg.PoolSize),
+		OnDegraded: func(err error) {
+			log.G(ctx).WithError(err).WithField("id", cfg.SandboxID).Warnf(
+				"sandbox degraded: pre-built execs of %s keep failing or dying before use (out of memory?); "+
+					"no more are built ahead, execs are built on demand until its limits change or one succeeds", cfg.ID)
 		},
 	})
 	if cfg.PoolSize > 0 {
@@ -102,40 +141,79 @@ func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
 	return uc, nil
 }
 
-// newWaiter builds one waiter in a cgroup leaf of its own. A pooled one
-// that dies unused (user code may kill it) leaves the pool, and another is
-// built.
+// newWaiter builds one waiter in a cgroup leaf of its own: forked by the
+// reaper and moved into the leaf, or, when the reaper cannot fork (its
+// pids limit), started by libcontainer as before. A pooled one that dies
+// unused leaves the pool, and another is built.
 func (c *Container) newWaiter(pooled bool) (*waiter, error) {
-	name := "exec-" + strconv.FormatUint(c.execSeq.Add(1), 10)
-	leaf, err := cgroup.NewExecLeaf(c.cgroups, name, c.cfg.ExecPidsLimit)
+	leaf, err := c.leaves.take(c)
 	if err != nil {
 		return nil, err
 	}
-	lp, err := c.cfg.Waiter()
+	w := &waiter{leaf: leaf, release: sync.OnceFunc(func() { c.leaves.release(leaf) })}
+	onGone := func() {
+		w.release()
+		if pooled {
+			c.waiters.Remove(w)
+		}
+	}
+	pw, err := c.forker.Fork(process.ForkStart{Hello: waiterHello, Timeout: handshakeTimeout, OnGone: onGone})
+	if errors.Is(err, process.ErrForkRefused) {
+		log.L.WithError(err).WithField("id", c.cfg.SandboxID).Debug("exec built by libcontainer")
+		return c.startWaiter(w, onGone)
+	}
 	if err != nil {
-		leaf.Remove()
+		w.release()
 		return nil, err
 	}
-	lp.SubCgroupPaths = leaf.SubCgroupPaths
-	w := &waiter{leaf: leaf}
-	pw, err := process.StartWaiter(process.WaiterStart{
-		Process: lp,
-		Run:     c.container.Run,
-		Hello:   waiterHello,
-		OnGone: func() {
-			leaf.Remove()
-			if pooled {
-				c.waiters.Remove(w)
-			}
-		},
-	})
-	if err != nil {
-		leaf.Remove()
+	c.forks.Add(1)
+	if err := leaf.Add(pw.Pid()); err != nil {
+		// Its OnGone releases the leaf once it exited.
+		pw.Discard()
+		pw.Kill()
 		return nil, err
 	}
 	w.process = pw
 	return w, nil
 }
+
+// startWaiter is the slow path: libcontainer joins the container's
+// namespaces and the leaf's cgroups.
+func (c *Container) startWaiter(w *waiter, onGone func()) (*waiter, error) {
+	lp, err := c.cfg.Waiter()
+	if err != nil {
+		w.release()
+		return nil, err
+	}
+	lp.SubCgroupPaths = w.leaf.SubCgroupPaths
+	pw, err := process.StartWaiter(process.WaiterStart{
+		Process: lp,
+		Run:     c.container.Run,
+		Hello:   waiterHello,
+		OnGone:  onGone,
+	})
+	if err != nil {
+		w.release()
+		return nil, err
+	}
+	w.process = pw
+	return w, nil
+}
+
+// helloTimeout bounds the wait for the reaper's hello; handshakeTimeout
+// the wait for a fork and a waiter's hello.
+const (
+	helloTimeout     = 10 * time.Second
+	handshakeTimeout = 10 * time.Second
+)
+
+// maxPoolFailures is how many waiters may fail or die unused in a row
+// before the pool stops building them ahead: two pools' worth (at least 4).
+// User code cannot kill a waiter (another uid), so a row of dead ones means
+// the kernel keeps killing them (the workspace's memory is full); after two
+// generations, with the backoff between them (10 ms doubling, about 1.3 s
+// for 8), rebuilding again only feeds the OOM killer.
+func maxPoolFailures(size int) int { return max(4, 2*size) }
 
 // waiterHello is what a waiter speaking spec.ExecRequest's layout sends
 // first (see libexec/reaper).
@@ -143,19 +221,22 @@ var waiterHello = "R" + strconv.Itoa(spec.ExecRequestVersion)
 
 // Exec is one exec running in the container.
 type Exec struct {
-	leaf *cgroup.ExecLeaf
+	release func()
 }
 
-// Release removes the exec's cgroup leaf; call it once the exec exited.
-func (e *Exec) Release() { e.leaf.Remove() }
+// Release gives the exec's cgroup leaf back once the exec exited: it
+// serves a later waiter if no orphan of the exec is left in it. Nothing
+// is removed here (a cgroup rmdir can wait for an RCU grace period while
+// another move is in flight); the leaves go with the container's cgroup.
+func (e *Exec) Release() { e.release() }
 
 // waiterAttempts bounds the retries when the waiter taken is found dead.
 const waiterAttempts = 4
 
 // Exec runs req as p in a pooled waiter, or in one built for it when the
-// pool is empty (the slow path: a cgroup migration per hierarchy). Either
-// way an exec runs through the same waiter code, with the same checks; a
-// request no waiter could run is refused before one is taken.
+// pool is empty (the slow path: a fork and a cgroup move per hierarchy).
+// Either way an exec runs through the same waiter code, with the same
+// checks; a request no waiter could run is refused before one is taken.
 func (c *Container) Exec(p *process.Process, req spec.ExecRequest, onExit func(*process.Process)) (*Exec, error) {
 	encoded, err := req.Encode()
 	if err != nil {
@@ -164,27 +245,44 @@ func (c *Container) Exec(p *process.Process, req spec.ExecRequest, onExit func(*
 	if err := p.OpenStdio(); err != nil {
 		return nil, err
 	}
+	// Refills wait while this exec starts, and exits if it is short.
+	c.activity.begin(p)
+	exited := func(p *process.Process) {
+		c.activity.end(p)
+		if onExit != nil {
+			onExit(p)
+		}
+	}
 	for attempt := 1; ; attempt++ {
-		w, ok := c.waiters.Take()
-		if !ok {
+		w, pooled := c.waiters.Take()
+		if !pooled {
 			if w, err = c.newWaiter(false); err != nil {
+				c.activity.end(p)
 				return nil, fmt.Errorf("build exec: %w", err)
 			}
 		}
-		err := p.StartIn(w.process, encoded, onExit)
+		err := p.StartIn(w.process, encoded, exited)
 		if errors.Is(err, process.ErrWaiterGone) {
-			// It died unused: its OnGone removes its leaf.
+			// It died unused: its OnGone releases its leaf.
 			if attempt < waiterAttempts {
 				continue
 			}
+			c.activity.end(p)
 			return nil, err
 		}
 		if err != nil {
-			// Its leaf goes once the killed waiter is reaped.
-			go func() { <-w.process.Done(); w.leaf.Remove() }()
+			c.activity.end(p)
+			// Its leaf is released once the killed waiter is reaped.
+			go func() { <-w.process.Done(); w.release() }()
 			return nil, err
 		}
-		return &Exec{leaf: w.leaf}, nil
+		if pooled {
+			c.waiters.Used()
+		} else {
+			// A waiter built on demand worked: building ahead may work again.
+			c.waiters.Resume()
+		}
+		return &Exec{release: w.release}, nil
 	}
 }
 
@@ -215,6 +313,7 @@ func (c *Container) WaitStopped(timeout time.Duration) {
 // Destroy kills what still runs and removes the container and its cgroup.
 func (c *Container) Destroy() error {
 	c.waiters.Close()
+	defer c.forker.Close()
 	if err := Destroy(c.container); err != nil {
 		return fmt.Errorf("sandbox %s: destroy %s: %w", c.cfg.SandboxID, c.cfg.ID, err)
 	}
@@ -235,6 +334,8 @@ func (c *Container) SetResources(res cgroups.Resources) error {
 	if err := c.container.Set(cfg); err != nil {
 		return fmt.Errorf("sandbox %s: set limits of %s: %w", c.cfg.SandboxID, c.cfg.ID, err)
 	}
+	// New limits may keep waiters alive where the old ones did not.
+	c.waiters.Resume()
 	return nil
 }
 

@@ -3,6 +3,7 @@
 package usercontainer
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -43,7 +44,7 @@ type workspace struct {
 	cgroup    string // the user container's cgroupfs path
 }
 
-func newWorkspace(t *testing.T) *workspace {
+func newWorkspace(t *testing.T, opts ...func(*Config)) *workspace {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: builds real containers")
@@ -95,16 +96,20 @@ func newWorkspace(t *testing.T) *workspace {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid1, err := spec.ReaperProcess(settings)
+	pid1, err := spec.ReaperProcess(settings, s.Process)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Create(t.Context(), Config{
+	ucfg := Config{
 		SandboxID: "unit", ID: "ws", StateRoot: filepath.Join(dir, "state"),
 		Container: cfg, Reaper: pid1,
 		Waiter:        func() (*libcontainer.Process, error) { return spec.WaiterProcess(settings, s.Process) },
 		ExecPidsLimit: 64, PoolSize: 2,
-	})
+	}
+	for _, o := range opts {
+		o(&ucfg)
+	}
+	c, err := Create(t.Context(), ucfg)
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -233,4 +238,195 @@ func TestKillEndsTheContainer(t *testing.T) {
 	if d := filepath.Join("/sys/fs/cgroup/pids", w.cgroup); exists(d) {
 		t.Errorf("%s still exists after Destroy", d)
 	}
+}
+
+// killPooledWaiters SIGKILLs every waiter ready in the pool from the host,
+// as the OOM killer kills them when the workspace's memory is full.
+func (w *workspace) killPooledWaiters() {
+	p := w.container.waiters
+	p.Each(func(wt *waiter) { _ = unix.Kill(wt.process.Pid(), unix.SIGKILL) })
+}
+
+// TestWaitersDyingDegradeThePool: waiters that keep dying before use stop
+// the refills after maxPoolFailures (no rebuild loop); an exec still runs,
+// built on demand, and its success restarts the refills; so do new limits.
+func TestWaitersDyingDegradeThePool(t *testing.T) {
+	w := newWorkspace(t)
+	c := w.container
+	waitFor(t, "a full pool", func() bool { return c.waiters.Len() == 2 })
+	for deadline := time.Now().Add(20 * time.Second); !c.waiters.Degraded(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the pool never degraded while its waiters kept dying")
+		}
+		w.killPooledWaiters()
+	}
+	// Degraded: nothing is built ahead any more.
+	before := c.forks.Load()
+	time.Sleep(300 * time.Millisecond)
+	if n := c.forks.Load() - before; n > 1 {
+		t.Fatalf("%d waiters built after the pool degraded", n)
+	}
+	if n := c.waiters.Len(); n > 1 {
+		t.Fatalf("%d waiters ready in a degraded pool", n)
+	}
+	out, status := w.run(t, &specs.Process{Args: []string{"sh", "-c", "echo ok"}, Env: []string{"PATH=/bin"}})
+	if status != 0 || out != "ok\n" {
+		t.Fatalf("exec on demand in a degraded pool: %q, %d", out, status)
+	}
+	if c.waiters.Degraded() {
+		t.Fatal("still degraded after an exec built on demand worked")
+	}
+	waitFor(t, "the refill after the exec", func() bool { return c.waiters.Len() == 2 })
+
+	// Degrade again; new limits restart the refills.
+	for deadline := time.Now().Add(20 * time.Second); !c.waiters.Degraded(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the pool never degraded again")
+		}
+		w.killPooledWaiters()
+	}
+	if err := c.SetResources(c.Resources()); err != nil {
+		t.Fatalf("set resources: %v", err)
+	}
+	if c.waiters.Degraded() {
+		t.Fatal("still degraded after SetResources")
+	}
+	waitFor(t, "the refill after SetResources", func() bool { return c.waiters.Len() == 2 })
+}
+
+// TestForkedWaiter: a pooled waiter is the reaper's child (not the
+// shim's), in an exec leaf of its own, under the reaper's uid with only
+// the three capabilities it needs, no_new_privs and seccomp; Kill reaches
+// it by pidfd, and its exit status (a signal) is the exec's.
+func TestForkedWaiter(t *testing.T) {
+	w := newWorkspace(t)
+	c := w.container
+	waitFor(t, "a full pool", func() bool { return c.waiters.Len() == 2 })
+	var pid int
+	c.waiters.Each(func(wt *waiter) { pid = wt.process.Pid() })
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"PPid":       fmt.Sprint(c.reaper.Pid()),
+		"Uid":        "65534\t65534\t65534\t65534",
+		"CapEff":     "00000000000001c0", // setgid, setuid, setpcap
+		"CapBnd":     "00000000000001c0",
+		"NoNewPrivs": "1",
+		"Seccomp":    "2",
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if exp, ok := want[k]; ok {
+			if got := strings.TrimSpace(v); got != exp {
+				t.Errorf("waiter %s = %q, want %q", k, got, exp)
+			}
+			delete(want, k)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("waiter status lacks %v", want)
+	}
+	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if !strings.Contains(string(cg), w.cgroup+"/exec-") {
+		t.Errorf("waiter not in an exec leaf:\n%s", cg)
+	}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if len(fds) != 4 {
+		t.Errorf("waiter holds %d descriptors, want 0-3", len(fds))
+	}
+
+	// A long exec, killed: its status is the signal's, reported once.
+	req, err := spec.WorkspaceExec(&specs.Process{Args: []string{"sleep", "60"}, Env: []string{"PATH=/bin"}}, w.base, w.settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := process.New("sleep", process.Stdio{})
+	exited := make(chan struct{})
+	e, err := c.Exec(p, req, func(*process.Process) { close(exited) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Release()
+	if err := p.Signal(unix.SIGKILL); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("killed exec not reported exited")
+	}
+	if st, _ := p.Exit(); st != 137 {
+		t.Fatalf("exit status %d, want 137", st)
+	}
+	if err := p.Signal(unix.SIGKILL); !errors.Is(err, process.ErrFinished) {
+		t.Fatalf("signal after exit: %v, want ErrFinished", err)
+	}
+}
+
+// TestKillReportsRunningExecs: when the container is killed (its reaper,
+// which would report its children's exits, dies first), a running exec is
+// still reported exited, by the kernel's SIGKILL.
+func TestKillReportsRunningExecs(t *testing.T) {
+	w := newWorkspace(t)
+	c := w.container
+	req, err := spec.WorkspaceExec(&specs.Process{Args: []string{"sleep", "60"}, Env: []string{"PATH=/bin"}}, w.base, w.settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := process.New("sleep", process.Stdio{})
+	exited := make(chan struct{})
+	e, err := c.Exec(p, req, func(*process.Process) { close(exited) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Release()
+	c.Kill()
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("exec not reported exited after the container was killed")
+	}
+	if st, _ := p.Exit(); st != 137 {
+		t.Fatalf("exit status %d, want 137", st)
+	}
+}
+
+// TestForkRefusedFallsBack: when the reaper cannot fork (here a pids
+// limit of its own), waiters are started by libcontainer instead, as the
+// shim's children, and execs still run.
+func TestForkRefusedFallsBack(t *testing.T) {
+	w := newWorkspace(t)
+	c := w.container
+	waitFor(t, "a full pool", func() bool { return c.waiters.Len() == 2 })
+	// The reaper alone in a pids cgroup with room for itself: its forks
+	// fail, libcontainer's joins of the exec leaves do not.
+	jail := filepath.Join("/sys/fs/cgroup/pids", w.cgroup, "reaper-jail")
+	if err := os.Mkdir(jail, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct{ name, value string }{{"pids.max", "1"}, {"cgroup.procs", fmt.Sprint(c.reaper.Pid())}} {
+		if err := os.WriteFile(filepath.Join(jail, f.name), []byte(f.value), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forked := c.forks.Load()
+	cat := &specs.Process{Args: []string{"cat", "/proc/self/cgroup"}, Env: []string{"PATH=/bin"}}
+	for i := range 4 {
+		out, status := w.run(t, cat)
+		if status != 0 || !strings.Contains(out, w.cgroup+"/exec-") {
+			t.Fatalf("exec %d with the reaper unable to fork: %q, %d", i, out, status)
+		}
+	}
+	if n := c.forks.Load() - forked; n != 0 {
+		t.Fatalf("%d waiters forked by a reaper unable to fork", n)
+	}
+	waitFor(t, "a refill by libcontainer", func() bool { return c.waiters.Len() == 2 })
+	c.waiters.Each(func(wt *waiter) {
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", wt.process.Pid()))
+		if !strings.Contains(string(status), fmt.Sprintf("PPid:\t%d\n", os.Getpid())) {
+			t.Errorf("waiter %d is not the shim's child: not built by libcontainer", wt.process.Pid())
+		}
+	})
 }

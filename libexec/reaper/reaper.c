@@ -3,26 +3,40 @@
  * workspace. Static C, so it runs in any rootfs and no runtime installs
  * signal handlers behind its back.
  *
- * Without arguments it is the workspace's pid 1 and only reaps orphans.
- * Every signal is blocked and consumed with sigwaitinfo, never handled: the
- * kernel drops SIGKILL/SIGSTOP sent to a namespace init from inside, and
- * anything else user code sends is dequeued and ignored, so `kill -9 -1`,
- * `kill -TERM 1` and friends leave the workspace standing.
+ * With --fork-waiters it is the workspace's pid 1: it reaps orphans and
+ * forks waiters for the shim. Every signal is blocked and read from a
+ * signalfd, never handled: the kernel drops SIGKILL/SIGSTOP sent to a
+ * namespace init from inside, and anything else is dequeued and ignored,
+ * so `kill -9 -1`, `kill -TERM 1` and friends leave the workspace standing
+ * (user code runs under another uid and cannot signal it at all).
  *
- * With --wait-exec it is a pre-built exec: libcontainer already
- * placed it in the workspace (namespaces, cgroups, seccomp, no_new_privs),
- * so an exec costs no cgroup migration when it is needed, which matters
- * while a fork bomb makes every migration slow. It waits under the reaper's
- * uid, so user code cannot signal, renice, prlimit or read it, holding only
- * CAP_SETUID, CAP_SETGID and CAP_SETPCAP, which it gives up for good (all
- * capability sets and the bounding set emptied) once it took the identity
- * the request names, right before the exec. It waits on fd 3 (a
- * SOCK_SEQPACKET socket to the shim) for one request, sets up stdio (the
- * three descriptors sent with it, or a new pty whose master goes back to
- * the shim), changes directory and execs. It first sends the hello "R3"
- * (the request version it reads). Any failure before the exec is
- * reported as one "E<message>" packet; a successful exec closes the socket
- * (close-on-exec), which the shim reads as success.
+ * Control socket (fd 3, SOCK_SEQPACKET, a socketpair: no name anyone could
+ * connect to). The reaper says "C1" first. The shim sends "F" + u64 cookie
+ * with one descriptor (SCM_RIGHTS): a waiter's socket end. The reaper
+ * forks; the child becomes a waiter on that socket (below) and the reaper
+ * answers "P" + u64 cookie + i32 pid (its pid in the workspace), or
+ * "E" + u64 cookie + i32 errno when the fork failed (a full pids limit:
+ * the shim then builds the waiter the slow way). When a child it forked
+ * exits, the reaper sends "X" + i32 pid + i32 wait status; orphans it
+ * merely reaps are not reported, so a fork bomb costs the shim nothing.
+ * Once the shim closes its end, the reaper only reaps.
+ *
+ * A waiter (forked, or started by libcontainer with --wait-exec on the
+ * slow path) is a pre-built exec: it already sits in the workspace
+ * (namespaces, seccomp, no_new_privs, rlimits, oom_score_adj), and the shim
+ * has moved it into its exec cgroup leaf, so an exec costs no cgroup
+ * migration when it is needed, which matters while a fork bomb makes every
+ * migration slow. It waits under the reaper's uid, so user code cannot
+ * signal, renice, prlimit or read it, holding only CAP_SETUID, CAP_SETGID
+ * and CAP_SETPCAP, which it gives up for good (all capability sets and the
+ * bounding set emptied) once it took the identity the request names, right
+ * before the exec. It waits on fd 3 (a SOCK_SEQPACKET socket to the shim)
+ * for one request, sets up stdio (the three descriptors sent with it, or a
+ * new pty whose master goes back to the shim), changes directory and
+ * execs. It first sends the hello "R3" (the request version it reads). Any
+ * failure before the exec is reported as one "E<message>" packet; a
+ * successful exec closes the socket (close-on-exec), which the shim reads
+ * as success.
  *
  * Request (written by spec.ExecRequest.Encode, host byte order): u32
  * version (3), u32 flags (1 = terminal), u16 rows, u16 cols, u32 uid,
@@ -53,6 +67,8 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -63,26 +79,16 @@
 #define MAX_REQ (4 * 1024 * 1024)
 #define HDR_LEN 36
 #define MAX_GROUPS 64
+#define WAITER_ARG "--wait-exec"
+#define REAPER_ARG "--fork-waiters"
 
-static void __attribute__((noreturn)) reaper(void)
+/* close_from closes every descriptor from fd up. */
+static void close_from(int fd)
 {
-	sigset_t all;
-	struct rlimit core = {0, 0};
-
-	setrlimit(RLIMIT_CORE, &core);
-	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, NULL);
-	/* Inherited descriptors have no business here. */
-	for (int fd = 3; fd < 1024; fd++)
+	if (syscall(SYS_close_range, fd, ~0U, 0) == 0)
+		return;
+	for (; fd < 1024; fd++)
 		close(fd);
-	for (;;) {
-		siginfo_t info;
-		if (sigwaitinfo(&all, &info) < 0)
-			continue;
-		if (info.si_signo == SIGCHLD)
-			while (waitpid(-1, NULL, WNOHANG) > 0)
-				;
-	}
 }
 
 static void fail(const char *fmt, ...)
@@ -354,8 +360,7 @@ static int wait_exec(void)
 	if ((flags & 1) && ioctl(0, TIOCSCTTY, 0) < 0)
 		fail("set controlling terminal: %s", strerror(errno));
 	/* Only 0-2 and the close-on-exec socket survive the exec. */
-	for (int fd = 4; fd < 1024; fd++)
-		close(fd);
+	close_from(SOCK_FD + 1);
 
 	if (chdir(cwd) < 0)
 		fail("chdir to cwd (\"%s\") set in config.json failed: %s", cwd, strerror(errno));
@@ -391,13 +396,212 @@ static int wait_exec(void)
 	return 127;
 }
 
+static int send_all(int fd, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	do
+		n = send(fd, buf, len, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+/* The children the reaper forked for the shim and has not reaped yet. */
+static pid_t *forked;
+static size_t nforked, capforked;
+
+static int forked_index(pid_t pid)
+{
+	for (size_t i = 0; i < nforked; i++)
+		if (forked[i] == pid)
+			return (int)i;
+	return -1;
+}
+
+/* The argv area, so a forked waiter shows as "--wait-exec" in ps. */
+static char *arg_area;
+static size_t arg_len;
+
+static void __attribute__((noreturn)) become_waiter(int sock, int sigfd)
+{
+	sigset_t none;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	close(sigfd);
+	/* fd 3 was the control socket: the waiter's socket takes its place. */
+	if (dup2(sock, SOCK_FD) < 0)
+		_exit(127);
+	close_from(SOCK_FD + 1);
+	setsid(); /* a session of its own, as a libcontainer exec: TIOCSCTTY needs it */
+	if (arg_area && arg_len >= sizeof(WAITER_ARG)) {
+		memset(arg_area, 0, arg_len);
+		memcpy(arg_area, WAITER_ARG, sizeof(WAITER_ARG));
+	}
+	_exit(wait_exec());
+}
+
+static void reply(int ctl, char kind, uint64_t cookie, int32_t value)
+{
+	char msg[13];
+
+	msg[0] = kind;
+	memcpy(msg + 1, &cookie, 8);
+	memcpy(msg + 9, &value, 4);
+	send_all(ctl, msg, sizeof(msg));
+}
+
+/* fork_waiter forks one waiter on sock for the shim's request cookie. */
+static void fork_waiter(int ctl, int sigfd, uint64_t cookie, int sock)
+{
+	if (nforked == capforked) {
+		size_t cap = capforked ? 2 * capforked : 16;
+		pid_t *p = realloc(forked, cap * sizeof(pid_t));
+		if (!p) {
+			close(sock);
+			reply(ctl, 'E', cookie, ENOMEM);
+			return;
+		}
+		forked = p;
+		capforked = cap;
+	}
+	pid_t pid = fork();
+	if (pid == 0)
+		become_waiter(sock, sigfd);
+	int err = errno;
+	close(sock);
+	if (pid < 0) {
+		reply(ctl, 'E', cookie, err);
+		return;
+	}
+	forked[nforked++] = pid;
+	/* Sent before this loop can reap the child: its "P" always comes
+	 * before its "X". */
+	reply(ctl, 'P', cookie, pid);
+}
+
+/* control reads one request; it returns -1 once the shim closed its end. */
+static int control(int ctl, int sigfd)
+{
+	char buf[64];
+	int fds[4], nfds = 0;
+	union {
+		char buf[CMSG_SPACE(sizeof(fds))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	ssize_t n = recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -1;
+	if (n == 0)
+		return -1;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			int k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (int i = 0; i < k; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+				if (nfds < 4)
+					fds[nfds++] = fd;
+				else
+					close(fd);
+			}
+		}
+	if (n == 9 && buf[0] == 'F' && nfds == 1 && !(msg.msg_flags & MSG_CTRUNC)) {
+		uint64_t cookie;
+		memcpy(&cookie, buf + 1, 8);
+		fork_waiter(ctl, sigfd, cookie, fds[0]);
+		return 0;
+	}
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	return 0;
+}
+
+/* reap collects every exited child, reporting those it forked. */
+static void reap(int ctl)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		int i = forked_index(pid);
+		if (i < 0)
+			continue;
+		forked[i] = forked[--nforked];
+		if (ctl >= 0) {
+			char msg[9];
+			int32_t p = pid, st = status;
+			msg[0] = 'X';
+			memcpy(msg + 1, &p, 4);
+			memcpy(msg + 5, &st, 4);
+			send_all(ctl, msg, sizeof(msg));
+		}
+	}
+}
+
+static void __attribute__((noreturn)) reaper(void)
+{
+	sigset_t all;
+	struct rlimit core = {0, 0};
+	int ctl = SOCK_FD;
+
+	setrlimit(RLIMIT_CORE, &core);
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL);
+	/* Inherited descriptors have no business here; fd 3 is the shim's. */
+	close_from(SOCK_FD + 1);
+	int sigfd = signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (fcntl(ctl, F_SETFD, FD_CLOEXEC) < 0 || send_all(ctl, "C1", 2) < 0) {
+		close(ctl);
+		ctl = -1;
+	}
+	for (;;) {
+		struct pollfd pfd[2] = {{.fd = sigfd, .events = POLLIN}, {.fd = ctl, .events = POLLIN}};
+		if (sigfd < 0) {
+			/* No signalfd (cannot happen short of ENOMEM): poll for children. */
+			poll(pfd + 1, ctl >= 0, 100);
+			reap(ctl);
+			if (ctl >= 0 && (pfd[1].revents & POLLIN) && control(ctl, sigfd) < 0) {
+				close(ctl);
+				ctl = -1;
+			}
+			continue;
+		}
+		if (poll(pfd, ctl >= 0 ? 2 : 1, -1) < 0)
+			continue;
+		if (pfd[0].revents & (POLLNVAL | POLLERR)) {
+			sigfd = -1;
+			continue;
+		}
+		if (pfd[0].revents & POLLIN) {
+			struct signalfd_siginfo si[16];
+			while (read(sigfd, si, sizeof(si)) > 0)
+				;
+			reap(ctl);
+		}
+		if (ctl >= 0 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)) && control(ctl, sigfd) < 0) {
+			close(ctl);
+			ctl = -1;
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
-	if (argc == 2 && strcmp(argv[1], "--wait-exec") == 0)
+	if (argc == 2 && strcmp(argv[1], WAITER_ARG) == 0)
 		return wait_exec();
-	if (argc != 1) {
-		fprintf(stderr, "sandbox-reaper: unknown arguments (a shim of another version?)\n");
-		return 127;
+	if (argc == 2 && strcmp(argv[1], REAPER_ARG) == 0) {
+		/* ps shows pid 1 as the reaper; a forked waiter rewrites the
+		 * area to show itself as one. */
+		arg_area = argv[1];
+		arg_len = strlen(argv[1]);
+		memset(arg_area, 0, arg_len);
+		reaper();
 	}
-	reaper();
+	fprintf(stderr, "sandbox-reaper: unknown arguments (a shim of another version?)\n");
+	return 127;
 }

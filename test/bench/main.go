@@ -1,5 +1,6 @@
 // Command bench compares the sandbox runtime with runc's shim on one private containerd:
-// container start latency, exec latency and the memory of an idle container's shim.
+// container start latency, exec latency, the CPU an exec costs the shim (and the processes
+// it reaps), exec throughput with parallel clients, and the memory of an idle container's shim.
 // Run by `make bench` (go run -tags seccomp ./test/bench).
 package main
 
@@ -30,6 +31,8 @@ type config struct {
 	runtimes [2]string
 	out      string
 	idleWait time.Duration
+	clients  int
+	window   time.Duration
 }
 
 func main() {
@@ -73,6 +76,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.strict, "strict", false, "exit 1 when a ratio misses its target")
 	fs.StringVar(&cfg.out, "o", "", "JSON results file (default <repo>/_output/bench.json)")
 	fs.DurationVar(&cfg.idleWait, "idle", 3*time.Second, "how long the idle container settles before its shim's memory is read")
+	fs.IntVar(&cfg.clients, "clients", 4, "parallel clients in the exec throughput phase")
+	fs.DurationVar(&cfg.window, "window", 10*time.Second, "how long each runtime runs execs in the throughput phase")
 	// Hidden: lets the bench validate itself with runc on both sides.
 	runtimes := fs.String("runtimes", harness.SandboxRuntime+","+harness.RuncRuntime, "")
 	fs.Usage = func() {
@@ -104,6 +109,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.quick && !nSet {
 		cfg.n = 5
 	}
+	if cfg.quick && !windowSet(fs) {
+		cfg.window = 2 * time.Second
+	}
+	if cfg.clients < 1 || cfg.window <= 0 {
+		return cfg, fmt.Errorf("-clients %d -window %s: want at least one client and a positive window", cfg.clients, cfg.window)
+	}
 	if cfg.n < 1 || (!cfg.quick && cfg.n < minRuns) {
 		return cfg, fmt.Errorf("-n %d: need at least %d runs (use -quick for a smoke run)", cfg.n, minRuns)
 	}
@@ -128,6 +139,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		cfg.out = filepath.Join(root, "_output", "bench.json")
 	}
 	return cfg, nil
+}
+
+func windowSet(fs *flag.FlagSet) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "window" })
+	return set
 }
 
 func run(ctx context.Context, cfg config) (rep *report, err error) {
@@ -159,7 +176,7 @@ func run(ctx context.Context, cfg config) (rep *report, err error) {
 		return nil, err
 	}
 	logf("exec latency: %d runs per runtime (+1 warm-up)", cfg.n)
-	execs, err := b.execLatency(ctx)
+	execs, err := b.execs(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -171,10 +188,12 @@ func run(ctx context.Context, cfg config) (rep *report, err error) {
 
 	for k, rt := range cfg.runtimes {
 		rep.Results = append(rep.Results, result{
-			Runtime: rt,
-			StartMS: summarize(start[k]),
-			ExecMS:  summarize(execs[k]),
-			Memory:  mem[k],
+			Runtime:      rt,
+			StartMS:      summarize(start[k]),
+			ExecMS:       summarize(execs.latency[k]),
+			CPUPerExecMS: execs.cpuPerExec[k],
+			Throughput:   execs.throughput[k],
+			Memory:       mem[k],
 		})
 	}
 	rep.judge()

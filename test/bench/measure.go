@@ -68,27 +68,54 @@ func (b *bench) startLatency(ctx context.Context) ([2][]time.Duration, error) {
 	})
 }
 
-func (b *bench) execLatency(ctx context.Context) ([2][]time.Duration, error) {
+// execResults are the exec phases: latency one at a time (with the CPU
+// that cost), then throughput with parallel clients.
+type execResults struct {
+	latency    [2][]time.Duration
+	cpuPerExec [2]float64
+	throughput [2]throughput
+}
+
+func (b *bench) execs(ctx context.Context) (execResults, error) {
+	var res execResults
 	var ids [2]string
 	for k, rt := range b.cfg.runtimes {
 		ids[k] = fmt.Sprintf("bench-exec-r%d", k)
 		if err := b.runIdle(ctx, rt, ids[k]); err != nil {
-			return [2][]time.Duration{}, err
+			return res, err
 		}
 	}
-	samples, err := b.interleave(ctx, func(k int, run string) (time.Duration, error) {
+	// One exec each first, so the CPU of building the workspace is not an exec's.
+	for _, id := range ids {
+		if _, err := b.ctr(ctx, "task", "exec", "--fifo-dir", b.d.FIFODir(), "--exec-id", "first", id, "/bin/true"); err != nil {
+			return res, err
+		}
+	}
+	meter, err := b.startCPU(ids)
+	if err != nil {
+		return res, err
+	}
+	res.latency, err = b.interleave(ctx, func(k int, run string) (time.Duration, error) {
 		return b.ctr(ctx, "task", "exec", "--fifo-dir", b.d.FIFODir(), "--exec-id", "e"+run, ids[k], "/bin/true")
 	})
 	if err != nil {
-		return samples, err
+		return res, err
+	}
+	// n measured runs plus the warm-up, per runtime.
+	if res.cpuPerExec, err = meter.perExec(ctx, [2]int{b.cfg.n + 1, b.cfg.n + 1}); err != nil {
+		return res, err
+	}
+	logf("exec throughput: %d clients, %s per runtime", b.cfg.clients, b.cfg.window)
+	if res.throughput, err = b.execThroughput(ctx, ids, b.cfg.clients, b.cfg.window); err != nil {
+		return res, err
 	}
 	// The memory phase wants a quiet machine and fresh shims.
 	for _, id := range ids {
 		if err := removeContainer(ctx, b.d, id); err != nil {
-			return samples, err
+			return res, err
 		}
 	}
-	return samples, nil
+	return res, nil
 }
 
 func (b *bench) idleMemory(ctx context.Context) ([2]memory, error) {
