@@ -154,6 +154,9 @@ type ForkStart struct {
 	Timeout time.Duration
 	// OnGone runs if the waiter exits without having been used.
 	OnGone func()
+	// Stdin becomes the waiter's fd 0 (the workspace's platform ptmx, see
+	// libexec/reaper); nil leaves the reaper's /dev/null.
+	Stdin *os.File
 }
 
 // Fork asks the reaper for one waiter and waits for its hello, which
@@ -168,7 +171,11 @@ func (f *Forker) Fork(fs ForkStart) (*Waiter, error) {
 	// host sees it) and a pidfd of the sender.
 	_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
 	passPidfd := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_PASSPIDFD, 1) == nil
-	reply, err := f.request(fds[1], fs.Timeout)
+	rights := []int{fds[1]}
+	if fs.Stdin != nil {
+		rights = append(rights, int(fs.Stdin.Fd()))
+	}
+	reply, err := f.request(rights, fs.Timeout)
 	unix.Close(fds[1])
 	if err != nil {
 		sock.Close()
@@ -224,7 +231,7 @@ func (f *Forker) Fork(fs ForkStart) (*Waiter, error) {
 
 // request sends one fork request with the waiter's socket end and waits
 // for the reaper's answer.
-func (f *Forker) request(waiterEnd int, timeout time.Duration) (forkReply, error) {
+func (f *Forker) request(rights []int, timeout time.Duration) (forkReply, error) {
 	ch := make(chan forkReply, 1)
 	f.mu.Lock()
 	if f.err != nil {
@@ -240,7 +247,7 @@ func (f *Forker) request(waiterEnd int, timeout time.Duration) (forkReply, error
 	msg[0] = 'F'
 	binary.NativeEndian.PutUint64(msg[1:], cookie)
 	f.sendMu.Lock()
-	err := unix.Sendmsg(int(f.sock.Fd()), msg, unix.UnixRights(waiterEnd), nil, 0)
+	err := unix.Sendmsg(int(f.sock.Fd()), msg, unix.UnixRights(rights...), nil, 0)
 	f.sendMu.Unlock()
 	if err != nil {
 		f.forget(cookie)

@@ -118,15 +118,9 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context, ws *workspace) {
 		Container: cfg,
 		Reaper:    reaper,
 		Waiter: func() (*libcontainer.Process, error) {
-			lp, err := spec.WaiterProcess(settings, sb.bundleSpec.Process)
-			if err != nil {
-				return nil, err
-			}
-			if ptmx := ws.platformPtmx(ctx, StateRoot(sb.Bundle), id); ptmx != nil {
-				lp.Stdin = ptmx
-			}
-			return lp, nil
+			return spec.WaiterProcess(settings, sb.bundleSpec.Process)
 		},
+		WaiterStdin:   func() *os.File { return ws.platformPtmx(ctx, StateRoot(sb.Bundle), id) },
 		ExecPidsLimit: spec.ExecPidsLimit(settings.PidsLimit),
 		PoolSize:      workspacePoolSize,
 	})

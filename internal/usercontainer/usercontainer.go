@@ -46,6 +46,10 @@ type Config struct {
 	// fork; it is called once per such waiter, since a libcontainer
 	// process runs once.
 	Waiter func() (*libcontainer.Process, error)
+	// WaiterStdin, when set, gives what every waiter has as fd 0 (the
+	// workspace's platform ptmx, which a terminal exec reopens for its pty);
+	// it is called once the container runs, and may return nil (/dev/null).
+	WaiterStdin func() *os.File
 	// ExecPidsLimit is each exec's share of the container's pids.
 	ExecPidsLimit int64
 	// PoolSize is how many waiters are kept ready; 0 builds each on demand.
@@ -157,7 +161,7 @@ func (c *Container) newWaiter(pooled bool) (*waiter, error) {
 			c.waiters.Remove(w)
 		}
 	}
-	pw, err := c.forker.Fork(process.ForkStart{Hello: waiterHello, Timeout: handshakeTimeout, OnGone: onGone})
+	pw, err := c.forker.Fork(process.ForkStart{Hello: waiterHello, Timeout: handshakeTimeout, OnGone: onGone, Stdin: c.waiterStdin()})
 	if errors.Is(err, process.ErrForkRefused) {
 		log.L.WithError(err).WithField("id", c.cfg.SandboxID).Debug("exec built by libcontainer")
 		return c.startWaiter(w, onGone)
@@ -177,6 +181,13 @@ func (c *Container) newWaiter(pooled bool) (*waiter, error) {
 	return w, nil
 }
 
+func (c *Container) waiterStdin() *os.File {
+	if c.cfg.WaiterStdin == nil {
+		return nil
+	}
+	return c.cfg.WaiterStdin()
+}
+
 // startWaiter is the slow path: libcontainer joins the container's
 // namespaces and the leaf's cgroups.
 func (c *Container) startWaiter(w *waiter, onGone func()) (*waiter, error) {
@@ -186,6 +197,9 @@ func (c *Container) startWaiter(w *waiter, onGone func()) (*waiter, error) {
 		return nil, err
 	}
 	lp.SubCgroupPaths = w.leaf.SubCgroupPaths
+	if stdin := c.waiterStdin(); stdin != nil {
+		lp.Stdin = stdin
+	}
 	pw, err := process.StartWaiter(process.WaiterStart{
 		Process: lp,
 		Run:     c.container.Run,

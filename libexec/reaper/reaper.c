@@ -422,7 +422,7 @@ static int forked_index(pid_t pid)
 static char *arg_area;
 static size_t arg_len;
 
-static void __attribute__((noreturn)) become_waiter(int sock, int sigfd)
+static void __attribute__((noreturn)) become_waiter(int sock, int stdin_fd, int sigfd)
 {
 	sigset_t none;
 
@@ -431,6 +431,10 @@ static void __attribute__((noreturn)) become_waiter(int sock, int sigfd)
 	close(sigfd);
 	/* fd 3 was the control socket: the waiter's socket takes its place. */
 	if (dup2(sock, SOCK_FD) < 0)
+		_exit(127);
+	/* fd 0 is what the shim sent with the request (the platform ptmx), as
+	 * a waiter libcontainer starts has it as its stdin. */
+	if (stdin_fd >= 0 && dup2(stdin_fd, 0) < 0)
 		_exit(127);
 	close_from(SOCK_FD + 1);
 	setsid(); /* a session of its own, as a libcontainer exec: TIOCSCTTY needs it */
@@ -451,14 +455,17 @@ static void reply(int ctl, char kind, uint64_t cookie, int32_t value)
 	send_all(ctl, msg, sizeof(msg));
 }
 
-/* fork_waiter forks one waiter on sock for the shim's request cookie. */
-static void fork_waiter(int ctl, int sigfd, uint64_t cookie, int sock)
+/* fork_waiter forks one waiter on sock for the shim's request cookie, with
+ * stdin_fd (or the reaper's /dev/null when -1) as its fd 0. */
+static void fork_waiter(int ctl, int sigfd, uint64_t cookie, int sock, int stdin_fd)
 {
 	if (nforked == capforked) {
 		size_t cap = capforked ? 2 * capforked : 16;
 		pid_t *p = realloc(forked, cap * sizeof(pid_t));
 		if (!p) {
 			close(sock);
+			if (stdin_fd >= 0)
+				close(stdin_fd);
 			reply(ctl, 'E', cookie, ENOMEM);
 			return;
 		}
@@ -467,9 +474,11 @@ static void fork_waiter(int ctl, int sigfd, uint64_t cookie, int sock)
 	}
 	pid_t pid = fork();
 	if (pid == 0)
-		become_waiter(sock, sigfd);
+		become_waiter(sock, stdin_fd, sigfd);
 	int err = errno;
 	close(sock);
+	if (stdin_fd >= 0)
+		close(stdin_fd);
 	if (pid < 0) {
 		reply(ctl, 'E', cookie, err);
 		return;
@@ -510,10 +519,10 @@ static int control(int ctl, int sigfd)
 					close(fd);
 			}
 		}
-	if (n == 9 && buf[0] == 'F' && nfds == 1 && !(msg.msg_flags & MSG_CTRUNC)) {
+	if (n == 9 && buf[0] == 'F' && (nfds == 1 || nfds == 2) && !(msg.msg_flags & MSG_CTRUNC)) {
 		uint64_t cookie;
 		memcpy(&cookie, buf + 1, 8);
-		fork_waiter(ctl, sigfd, cookie, fds[0]);
+		fork_waiter(ctl, sigfd, cookie, fds[0], nfds == 2 ? fds[1] : -1);
 		return 0;
 	}
 	for (int i = 0; i < nfds; i++)
