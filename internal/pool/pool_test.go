@@ -177,9 +177,10 @@ func TestDegraded(t *testing.T) {
 		t.Fatalf("degraded reported %v, want once with ErrDiedUnused", reasons)
 	}
 	// The waits grow across successful builds (5, 10, 20 ms): a successful
-	// build must not reset the backoff.
-	if len(waits) < 2 || !slices.IsSorted(waits) || waits[len(waits)-1] != 20*time.Millisecond {
-		t.Fatalf("waits %v, want them growing to 20ms across successful builds", waits)
+	// build must not reset the backoff. Deaths that come together share a
+	// wait, so a loaded machine may see fewer steps, never a reset.
+	if len(waits) < 2 || !slices.IsSorted(waits) || waits[len(waits)-1] <= waits[0] {
+		t.Fatalf("waits %v, want them growing across successful builds", waits)
 	}
 	mu.Unlock()
 	if _, ok := p.Take(); ok {
