@@ -24,6 +24,7 @@ func init() {
 }
 
 func main() {
+	manager.BeforeServe()
 	task.Register()
 	shim.RunShim(context.Background(), manager.New("io.sandbox.v1"), noReaper)
 }
