@@ -24,7 +24,6 @@ func init() {
 }
 
 func main() {
-	manager.BeforeServe()
 	task.Register()
 	shim.RunShim(context.Background(), manager.New("io.sandbox.v1"), noReaper)
 }

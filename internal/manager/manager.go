@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/cgroup"
+	"github.com/sandbox-shim/sandbox-shim/internal/cgroupprime"
 	"github.com/sandbox-shim/sandbox-shim/internal/sandbox"
 )
 
@@ -139,8 +140,10 @@ func (m manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *b
 	cmd.Env = append(withoutPrime(os.Environ()), "GOMAXPROCS=2")
 	if shimCgroup == "" {
 		// Nothing moves the server after it started: it may prime the
-		// cgroup migration lock for its Create (BeforeServe).
-		cmd.Env = append(cmd.Env, primeEnv+"=1")
+		// cgroup migration lock for its Create (package cgroupprime, whose
+		// init runs in the server because this package imports it). With a
+		// shim cgroup the move below primes it.
+		cmd.Env = append(cmd.Env, cgroupprime.Env+"=1")
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.ExtraFiles = []*os.File{s.f}
@@ -181,27 +184,8 @@ func shimCgroupPath(opts *bootapi.BootstrapParams) (string, error) {
 	return runcOptions.GetShimCgroup(), nil
 }
 
-// primeEnv tells the shim server that Start moves it nowhere.
-const primeEnv = "SANDBOX_SHIM_PRIME_CGROUP"
-
 func withoutPrime(env []string) []string {
-	return slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, primeEnv+"=") })
-}
-
-// BeforeServe runs first in the shim binary. In the server Start spawned
-// without a shim cgroup to join, it primes the cgroup migration lock
-// (cgroup.PrimeMigration), which would otherwise make the control plane's
-// first cgroup join at Create wait an RCU grace period: the wait passes
-// while the server starts up and containerd sends Create. With a shim
-// cgroup Start's own move of the server primes it, and a second move could
-// undo that one.
-func BeforeServe() {
-	if os.Getenv(primeEnv) != "1" {
-		return
-	}
-	// Not for anything the server starts.
-	_ = os.Unsetenv(primeEnv)
-	cgroup.PrimeMigration()
+	return slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, cgroupprime.Env+"=") })
 }
 
 // Stop runs as the shim's delete action after the shim died: it removes
