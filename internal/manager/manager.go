@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/cgroup"
+	"github.com/sandbox-shim/sandbox-shim/internal/cgroupprime"
 	"github.com/sandbox-shim/sandbox-shim/internal/sandbox"
 )
 
@@ -130,7 +133,18 @@ func (m manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *b
 	// init while it sets up an exec: no host path in it.
 	cmd.Args[0] = filepath.Base(self)
 	cmd.Dir = cwd
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	shimCgroup, err := shimCgroupPath(opts)
+	if err != nil {
+		return nil, fmt.Errorf("shim for %s: %w", id, err)
+	}
+	cmd.Env = append(withoutPrime(os.Environ()), "GOMAXPROCS=2")
+	if shimCgroup == "" {
+		// Nothing moves the server after it started: it may prime the
+		// cgroup migration lock for its Create (package cgroupprime, whose
+		// init runs in the server because this package imports it). With a
+		// shim cgroup the move below primes it.
+		cmd.Env = append(cmd.Env, cgroupprime.Env+"=1")
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.ExtraFiles = []*os.File{s.f}
 	if err := cmd.Start(); err != nil {
@@ -142,8 +156,10 @@ func (m manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *b
 		}
 	}()
 	go func() { _ = cmd.Wait() }()
-	if err := joinShimCgroup(opts, cmd.Process.Pid); err != nil {
-		return nil, fmt.Errorf("shim for %s: %w", id, err)
+	if shimCgroup != "" {
+		if err := cgroup.Join(shimCgroup, cmd.Process.Pid); err != nil {
+			return nil, fmt.Errorf("shim for %s: %w", id, err)
+		}
 	}
 	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
 		return nil, fmt.Errorf("adjust shim OOM score for %s: %w", id, err)
@@ -152,20 +168,24 @@ func (m manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *b
 	return result, nil
 }
 
-// joinShimCgroup moves the shim server into the cgroup the task options
-// name (containerd's WithShimCgroup, CRI's shim cgroup), as the runc shim
-// does: the options are the runc shim's, which containerd hands every
-// runtime.
-func joinShimCgroup(opts *bootapi.BootstrapParams, pid int) error {
+// shimCgroupPath is the cgroup the task options name for the shim server
+// (containerd's WithShimCgroup, CRI's shim cgroup), which Start moves it
+// into, as the runc shim does: the options are the runc shim's, which
+// containerd hands every runtime. Empty when they name none.
+func shimCgroupPath(opts *bootapi.BootstrapParams) (string, error) {
 	var runcOptions options.Options
 	found, err := opts.FindExtension(&runcOptions)
 	if err != nil {
-		return fmt.Errorf("read task options: %w", err)
+		return "", fmt.Errorf("read task options: %w", err)
 	}
-	if path := runcOptions.GetShimCgroup(); found && path != "" {
-		return cgroup.Join(path, pid)
+	if !found {
+		return "", nil
 	}
-	return nil
+	return runcOptions.GetShimCgroup(), nil
+}
+
+func withoutPrime(env []string) []string {
+	return slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, cgroupprime.Env+"=") })
 }
 
 // Stop runs as the shim's delete action after the shim died: it removes
