@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/sandbox-shim/internal/reserve"
 )
 
 const probeEnv = "NETPOLICY_TEST_PROBE"
@@ -207,14 +209,15 @@ func runConfined(t *testing.T, dir string) ([]byte, error) {
 		out []byte
 		err error
 	}
+	ns, err := reserve.NewNetworkNamespace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
 	ch := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends in its own netns
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		if err := loopbackUp(); err != nil {
+		runtime.LockOSThread() // never unlocked: the thread ends in the new netns
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
 			ch <- result{err: err}
 			return
 		}
@@ -237,21 +240,4 @@ func runConfined(t *testing.T, dir string) ([]byte, error) {
 	}()
 	r := <-ch
 	return r.out, r.err
-}
-
-func loopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return err
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }

@@ -338,28 +338,11 @@ func TestForkedWaiter(t *testing.T) {
 	}
 
 	// A long exec, killed: its status is the signal's, reported once.
-	req, err := spec.WorkspaceExec(&specs.Process{Args: []string{"sleep", "60"}, Env: []string{"PATH=/bin"}}, w.base, w.settings)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := process.New("sleep", process.Stdio{})
-	exited := make(chan struct{})
-	e, err := c.Exec(p, req, func(*process.Process) { close(exited) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Release()
+	p, exited := startSleep(t, w)
 	if err := p.Signal(unix.SIGKILL); err != nil {
 		t.Fatalf("kill: %v", err)
 	}
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("killed exec not reported exited")
-	}
-	if st, _ := p.Exit(); st != 137 {
-		t.Fatalf("exit status %d, want 137", st)
-	}
+	expectKilled(t, p, exited, "killed exec")
 	if err := p.Signal(unix.SIGKILL); !errors.Is(err, process.ErrFinished) {
 		t.Fatalf("signal after exit: %v, want ErrFinished", err)
 	}
@@ -370,26 +353,38 @@ func TestForkedWaiter(t *testing.T) {
 // still reported exited, by the kernel's SIGKILL.
 func TestKillReportsRunningExecs(t *testing.T) {
 	w := newWorkspace(t)
-	c := w.container
+	p, exited := startSleep(t, w)
+	w.container.Kill()
+	expectKilled(t, p, exited, "exec of a killed container")
+}
+
+// startSleep runs a long exec in w; exited closes when it is reported.
+func startSleep(t *testing.T, w *workspace) (*process.Process, <-chan struct{}) {
+	t.Helper()
 	req, err := spec.WorkspaceExec(&specs.Process{Args: []string{"sleep", "60"}, Env: []string{"PATH=/bin"}}, w.base, w.settings)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := process.New("sleep", process.Stdio{})
 	exited := make(chan struct{})
-	e, err := c.Exec(p, req, func(*process.Process) { close(exited) })
+	e, err := w.container.Exec(p, req, func(*process.Process) { close(exited) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Release()
-	c.Kill()
+	t.Cleanup(e.Release)
+	return p, exited
+}
+
+// expectKilled waits for p's reported exit and checks it is SIGKILL's.
+func expectKilled(t *testing.T, p *process.Process, exited <-chan struct{}, what string) {
+	t.Helper()
 	select {
 	case <-exited:
 	case <-time.After(10 * time.Second):
-		t.Fatal("exec not reported exited after the container was killed")
+		t.Fatalf("%s not reported exited", what)
 	}
 	if st, _ := p.Exit(); st != 137 {
-		t.Fatalf("exit status %d, want 137", st)
+		t.Fatalf("%s: exit status %d, want 137", what, st)
 	}
 }
 

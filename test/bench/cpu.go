@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,19 +46,10 @@ func treeCPU(shim int) (time.Duration, error) {
 
 // procTicks sums utime, stime, cutime and cstime of one process.
 func procTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	// utime..cstime are fields 14-17.
+	f, err := statFields(pid, 15)
 	if err != nil {
 		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	// After the comm: state is field 3, utime..cstime are fields 14-17.
-	f := strings.Fields(s[i+1:])
-	if len(f) < 15 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
 	var sum int64
 	for _, v := range f[11:15] {

@@ -91,21 +91,31 @@ func flagValue(argv []string, name string) string {
 }
 
 func parentPID(pid int) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(pid, 2)
 	if err != nil {
 		return 0, err
+	}
+	return strconv.Atoi(f[1])
+}
+
+// statFields are the fields of /proc/PID/stat after the comm (f[0] is field
+// 3, the state), at least want of them.
+func statFields(pid, want int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
 	}
 	// comm may hold spaces and parentheses: fields start after the last ')'.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+		return nil, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
 	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	if len(f) < want {
+		return nil, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
-	return strconv.Atoi(f[1])
+	return f, nil
 }
 
 func readMemory(pid int) (memory, error) {
