@@ -28,7 +28,7 @@ IMAGE_ADD ?= test/image/www/index.html:/www/index.html
 IMAGE_CMD_BINS := $(foreach c,$(IMAGE_CMDS),$(OUT)/imagebin/$(notdir $(c)))
 IMAGE_ADDS := $(foreach b,$(IMAGE_CMD_BINS),$(b):/usr/local/bin/$(notdir $(b))) $(IMAGE_ADD)
 
-.PHONY: all deps apt build image test vet fmt-check unit integration bench demo clean FORCE
+.PHONY: all deps apt build image test vet fmt-check unit integration bench demo generate clean FORCE
 all: build
 
 ## deps: Debian packages, then containerd, ctr, the runc shim and runc in _output/bin.
@@ -118,6 +118,17 @@ bench: deps build image
 
 demo: deps build image
 	$(GO) run ./test/demo $(DEMO_ARGS)
+
+## generate: the API's Go code from api/sandbox/v1/sandbox.proto (protoc from
+## Debian, the plugins at the versions in versions.mk).
+PROTO := api/sandbox/v1/sandbox.proto
+generate:
+	@command -v protoc >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y protobuf-compiler
+	GOBIN=$(OUTBIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(OUTBIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_GO_VERSION)
+	PATH=$(OUTBIN):$$PATH protoc -I api -I /usr/include \
+	  --go_out=. --go_opt=module=github.com/sandbox-shim/sandbox-shim \
+	  --connect-go_out=. --connect-go_opt=module=github.com/sandbox-shim/sandbox-shim $(PROTO)
 
 clean:
 	rm -rf bin $(OUT)

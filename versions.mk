@@ -2,3 +2,6 @@
 CONTAINERD_VERSION := v2.4.2
 RUNC_VERSION := v1.4.3
 TEST_IMAGE := docker.io/sandbox-shim/test:latest
+# The API's code generators (make generate; the generated code is committed).
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_CONNECT_GO_VERSION := v1.19.1
