@@ -25,10 +25,27 @@ type Stdio struct {
 	Stdout   string
 	Stderr   string
 	Terminal bool
+	// Streams, when set, replace the FIFOs: the process reads and writes
+	// the shim's own readers and writers (the sandbox API's execs). The
+	// paths above are then ignored, and a terminal is refused.
+	Streams *Streams
 
 	// logID is CONTAINER_ID for a logging binary; New sets it.
 	logID string
 }
+
+// Streams are a process' stdio inside the shim. A nil member is not
+// wanted (stdin at EOF, output to /dev/null).
+type Streams struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// writerCloser lets a stream's writer stand where an output FIFO's ends
+// would: closing it closes nothing of the caller's.
+type writerCloser struct{ io.Writer }
+
+func (writerCloser) Close() error { return nil }
 
 // ioWaitTimeout bounds how long an exit waits for output that stopped
 // moving: a daemon that inherited stdout must not hold the exit event, but
@@ -151,7 +168,11 @@ func (s *stdio) attachConsole(f *os.File) error {
 // copyPipes copies between the FIFOs and the process' pipes.
 func (s *stdio) copyPipes() {
 	if s.stdinW != nil {
-		go s.copyIn(s.stdinW, s.stdinW)
+		if st := s.cfg.Streams; st != nil {
+			go s.copyStream(st.Stdin, s.stdinW)
+		} else {
+			go s.copyIn(s.stdinW, s.stdinW)
+		}
 	}
 	if s.stdoutR != nil {
 		s.copyOut(s.out[0], s.stdoutR)
@@ -171,6 +192,17 @@ const fifoOpenTimeout = 10 * time.Second
 // it returns once the client's reader is open, so a short process' output
 // can never land in a FIFO that every side closes before the client looks.
 func (s *stdio) openFIFOs() error {
+	if st := s.cfg.Streams; st != nil {
+		if s.cfg.Terminal {
+			return errors.New("a process with streams cannot have a terminal")
+		}
+		for i, w := range []io.Writer{st.Stdout, st.Stderr} {
+			if w != nil {
+				s.out[i] = fifoEnds{writerCloser{w}, nopCloser{}}
+			}
+		}
+		return nil
+	}
 	if s.cfg.Stdin != "" {
 		sc, err := fifo.OpenFifo(context.Background(), s.cfg.Stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
@@ -212,7 +244,11 @@ type fifoEnds struct {
 // process' ends as stdin, stdout, stderr (nil for a stream not wanted).
 func (s *stdio) makePipes() ([3]*os.File, error) {
 	var child [3]*os.File
-	for i, want := range []bool{s.cfg.Stdin != "", s.cfg.Stdout != "", s.cfg.Stderr != ""} {
+	want := []bool{s.cfg.Stdin != "", s.cfg.Stdout != "", s.cfg.Stderr != ""}
+	if st := s.cfg.Streams; st != nil {
+		want = []bool{st.Stdin != nil, st.Stdout != nil, st.Stderr != nil}
+	}
+	for i, want := range want {
 		if !want {
 			continue
 		}
@@ -282,6 +318,15 @@ func (s *stdio) copyIn(dst io.Writer, closeAfter io.Closer) {
 	if closeAfter != nil {
 		closeAfter.Close()
 	}
+}
+
+// copyStream copies a stream's stdin into the process, then closes its
+// end: the process sees EOF.
+func (s *stdio) copyStream(src io.Reader, dst *os.File) {
+	s.addCloser(dst)
+	buf := make([]byte, 32<<10)
+	_, _ = io.CopyBuffer(dst, src, buf)
+	dst.Close()
 }
 
 // copyOut copies one output stream into its FIFO, then closes the shim's
