@@ -43,6 +43,11 @@ type Config struct {
 	PoolSize int
 	// AuditPath is the audit file (one JSON line per call).
 	AuditPath string
+	// Disabled, when set, says why secure execution is off for this
+	// sandbox (io.sandbox.secure-exec=disabled): no pool is built,
+	// Available is false with this reason and Run fails with
+	// ErrUnavailable. Audit and Record still work.
+	Disabled string
 }
 
 // Call is one execSecure.
