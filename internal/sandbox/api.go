@@ -315,6 +315,10 @@ func (a *API) ExecSecure(ctx context.Context, call api.SecureExecCall) (*sandbox
 				return fail(err)
 			}
 			defer spec.Clear(vars)
+		case errors.Is(err, secureexec.ErrInvalidCall):
+			return fail(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
+		case errors.Is(err, secureexec.ErrNotStarted):
+			return fail(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
 		default:
 			return fail(err)
 		}
