@@ -593,3 +593,71 @@ func TestSandboxAPISecureExecDisabled(t *testing.T) {
 		t.Errorf("audit record holds the value: %s", s)
 	}
 }
+
+// secureExec runs one ExecSecure call to its end.
+func secureExec(ctx context.Context, c sandboxv1connect.SandboxServiceClient, req *sandboxv1.ExecSecureRequest) (apiResult, error) {
+	stream, err := c.ExecSecure(ctx, connect.NewRequest(req))
+	if err != nil {
+		return apiResult{}, err
+	}
+	return drain(stream)
+}
+
+// TestSandboxAPISecureExec: through the server, a call's env reaches its
+// secure command alone; the Exit says isolated; the audit trail has the
+// call with its caller (the control plane's socket says control plane);
+// a timeout is reported; a workspace reset makes a new runner (closed
+// before the old workspace goes) and execSecure works on.
+func TestSandboxAPISecureExec(t *testing.T) {
+	task, _, c := apiSandbox(t)
+	ctx := testCtx(t)
+	mustExec(t, ctx, c, &sandboxv1.ExecRequest{Argv: []string{"true"}})
+	info, err := c.Info(ctx, connect.NewRequest(&sandboxv1.InfoRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Msg.HasSecureExecution {
+		t.Skipf("secure execution unavailable here: %q", info.Msg.SecureExecutionUnavailable)
+	}
+	const canary = "api-canary-90817"
+	r, err := secureExec(ctx, c, &sandboxv1.ExecSecureRequest{Command: `echo "[$CANARY]"`, Env: map[string][]byte{"CANARY": []byte(canary)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.stdout != "["+canary+"]\n" || !r.exit.Isolated || r.exit.ExitCode != 0 || len(r.exit.Warnings) != 0 {
+		t.Errorf("secure exec: %q %+v", r.stdout, r.exit)
+	}
+	if r := mustExec(t, ctx, c, &sandboxv1.ExecRequest{Command: `echo "[$CANARY]"`}); r.stdout != "[]\n" {
+		t.Errorf("a later exec sees the call's env: %q", r.stdout)
+	}
+	r, err = secureExec(ctx, c, &sandboxv1.ExecSecureRequest{Command: "sleep 30", Timeout: durationpb.New(300 * time.Millisecond)})
+	if err != nil || !r.exit.TimedOut {
+		t.Errorf("secure timeout: %+v %v", r.exit, err)
+	}
+	cp := apiClient(fmt.Sprintf("/proc/%d/root%s", task.Pid(), api.ControlPlaneSocket))
+	rc, err := secureExec(ctx, cp, &sandboxv1.ExecSecureRequest{Argv: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	audit, err := c.Audit(ctx, connect.NewRequest(&sandboxv1.AuditRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	callers := map[string]sandboxv1.Caller{}
+	for _, a := range audit.Msg.Records {
+		callers[a.CallId] = a.Caller
+		if strings.Contains(fmt.Sprint(a), canary) {
+			t.Errorf("audit record holds the value: %v", a)
+		}
+	}
+	if callers[r.exit.CallId] != sandboxv1.Caller_CALLER_HOST || callers[rc.exit.CallId] != sandboxv1.Caller_CALLER_CONTROL_PLANE {
+		t.Errorf("audit callers %v", callers)
+	}
+	if err := task.Update(ctx, client.WithAnnotations(map[string]string{api.AnnotationWorkspaceReset: "true"})); err != nil {
+		t.Fatalf("reset: %v", err)
+	}
+	r, err = secureExec(ctx, c, &sandboxv1.ExecSecureRequest{Command: `echo "[$CANARY]"`, Env: map[string][]byte{"CANARY": []byte("after-reset")}})
+	if err != nil || r.stdout != "[after-reset]\n" || !r.exit.Isolated {
+		t.Errorf("secure exec after a reset: %q %+v %v", r.stdout, r.exit, err)
+	}
+}
