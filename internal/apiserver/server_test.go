@@ -181,11 +181,11 @@ func TestErrorCodes(t *testing.T) {
 	_, dir := serve(t, b)
 	c := client(filepath.Join(dir, api.SocketName))
 	for kind, code := range map[error]connect.Code{
-		errdefs.ErrInvalidArgument:     connect.CodeInvalidArgument,
-		errdefs.ErrNotFound:            connect.CodeNotFound,
-		errdefs.ErrFailedPrecondition:  connect.CodeFailedPrecondition,
-		errdefs.ErrUnavailable:         connect.CodeUnavailable,
-		context.DeadlineExceeded:       connect.CodeDeadlineExceeded,
+		errdefs.ErrInvalidArgument:    connect.CodeInvalidArgument,
+		errdefs.ErrNotFound:           connect.CodeNotFound,
+		errdefs.ErrFailedPrecondition: connect.CodeFailedPrecondition,
+		errdefs.ErrUnavailable:        connect.CodeUnavailable,
+		context.DeadlineExceeded:      connect.CodeDeadlineExceeded,
 		errors.New("something broke"): connect.CodeInternal,
 	} {
 		b.execErr = fmt.Errorf("sandbox sb: exec: %w: because", kind)
