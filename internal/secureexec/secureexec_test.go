@@ -19,6 +19,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	"github.com/opencontainers/runc/libcontainer/specconv"
+	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/sandbox-shim/sandbox-shim/api"
@@ -32,6 +33,9 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		libcontainer.Init()
+	}
+	if os.Getenv("SECUREEXEC_DEBUG") != "" {
+		logrus.SetLevel(logrus.DebugLevel)
 	}
 	os.Exit(m.Run())
 }
@@ -393,6 +397,13 @@ func TestPoolRefills(t *testing.T) {
 	c.run(t, r)
 	waitFor(t, "the refill", func() bool { return r.pool.Len() == 2 })
 	leaf := pidsLeaf(t, sb, c.stdout.String())
+	// The network policy's BPF programs sit on the user cgroup's cgroup2
+	// directory: the secure container must be below it there too.
+	if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs"); err == nil {
+		if !strings.Contains(c.stdout.String(), "0::"+sb.userCgroup+"/secure-") {
+			t.Errorf("secure container not below the user cgroup in the cgroup2 hierarchy:\n%s", c.stdout.String())
+		}
+	}
 	waitFor(t, "the used container's cgroup to go", func() bool {
 		_, err := os.Stat(filepath.Join("/sys/fs/cgroup/pids", leaf))
 		return errors.Is(err, os.ErrNotExist)
