@@ -388,6 +388,15 @@ func TestAudit(t *testing.T) {
 		strings.Join(rec.EnvKeys, ",") != "API_TOKEN,SHORT" || strings.Join(rec.Argv, " ") != "sh -c [REDACTED]" {
 		t.Errorf("audit record %v", &rec)
 	}
+	// Nor any file of the sandbox: libcontainer's state, the rootfs.
+	_ = filepath.WalkDir(sb.dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(value)) {
+				t.Errorf("%s holds the value", p)
+			}
+		}
+		return nil
+	})
 	if got := r.Audit(0); len(got) != 1 || got[0].CallId != "audited" {
 		t.Errorf("Audit(0) = %v", got)
 	}
