@@ -104,7 +104,7 @@ fmt-check:
 	@bad=$$(gofmt -l $$(find . -name '*.go' -not -path '*/[._]?*/*' -not -path '*/testdata/*')); \
 	if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 
-UNIT_DIRS := $(wildcard spec internal hooks)
+UNIT_DIRS := $(wildcard spec internal hooks client cmd)
 unit:
 	$(if $(UNIT_DIRS),$(GO) test -tags seccomp $(addprefix ./,$(addsuffix /...,$(UNIT_DIRS))),@echo "no unit test dirs")
 
