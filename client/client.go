@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/containerd/containerd/v2/pkg/identifiers"
 
 	"github.com/sandbox-shim/sandbox-shim/api"
 	sandboxv1 "github.com/sandbox-shim/sandbox-shim/api/sandbox/v1"
@@ -50,6 +51,9 @@ type Client struct {
 	socketPath string
 	transport  *http.Transport
 	rpc        sandboxv1connect.SandboxServiceClient
+	// invalid fails every call: ForSandbox got a namespace or id that
+	// containerd would refuse (and that could name another path).
+	invalid error
 }
 
 // New returns a client of the API served at socketPath: a host socket
@@ -79,9 +83,16 @@ func New(socketPath string) *Client {
 
 // ForSandbox returns a client of the host socket of sandbox id in
 // containerd namespace namespace (api.HostSocketPath). Only root can
-// reach it.
+// reach it. A namespace or id containerd would refuse fails every call
+// with connect.CodeInvalidArgument.
 func ForSandbox(namespace, id string) *Client {
-	return New(api.HostSocketPath(namespace, id))
+	c := New(api.HostSocketPath(namespace, id))
+	if err := identifiers.Validate(namespace); err != nil {
+		c.invalid = connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("namespace: %w", err))
+	} else if err := identifiers.Validate(id); err != nil {
+		c.invalid = connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("sandbox id: %w", err))
+	}
+	return c
 }
 
 // SocketPath is the socket this client calls.
@@ -112,6 +123,9 @@ func dialError(socketPath string, err error) error {
 // PASSWORD, ...), never echoing the value: such values belong in an
 // ExecSecure call's env, since every exec of user code sees these.
 func (c *Client) SetEnvVars(ctx context.Context, vars map[string]string) (warnings []string, err error) {
+	if c.invalid != nil {
+		return nil, c.invalid
+	}
 	resp, err := c.rpc.SetEnvVars(ctx, connect.NewRequest(&sandboxv1.SetEnvVarsRequest{Vars: vars}))
 	if err != nil {
 		return nil, err
@@ -136,6 +150,9 @@ func (c *Client) HasSecureExecution(ctx context.Context) (bool, error) {
 // parameters, the keys of its env vars and who the caller is (host or
 // control plane).
 func (c *Client) Info(ctx context.Context) (*sandboxv1.InfoResponse, error) {
+	if c.invalid != nil {
+		return nil, c.invalid
+	}
 	resp, err := c.rpc.Info(ctx, connect.NewRequest(&sandboxv1.InfoRequest{}))
 	if err != nil {
 		return nil, err
@@ -148,6 +165,9 @@ func (c *Client) Info(ctx context.Context) (*sandboxv1.InfoResponse, error) {
 // cwd, exit, duration, caller). limit > 0 returns the most recent limit
 // records only; 0 returns all that are kept.
 func (c *Client) Audit(ctx context.Context, limit int) ([]*sandboxv1.AuditRecord, error) {
+	if c.invalid != nil {
+		return nil, c.invalid
+	}
 	if limit < 0 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("audit limit %d: must be 0 (all) or more", limit))
 	}

@@ -116,6 +116,9 @@ type Result struct {
 // opts.Stdout and opts.Stderr as the command writes it. Cancelling ctx (or
 // a writer failing) ends the call, and the shim kills the command.
 func (c *Client) Exec(ctx context.Context, cmd Command, opts ExecOptions) (*Result, error) {
+	if c.invalid != nil {
+		return nil, c.invalid
+	}
 	timeout, stdin, err := prepare(cmd, opts.Timeout, opts.Stdin)
 	if err != nil {
 		return nil, err
@@ -148,6 +151,9 @@ func (c *Client) Exec(ctx context.Context, cmd Command, opts ExecOptions) (*Resu
 // is sent; the strings in opts.Env and the HTTP library's buffers are the
 // caller's process memory and cannot be cleared.
 func (c *Client) ExecSecure(ctx context.Context, cmd Command, opts SecureOptions) (*Result, error) {
+	if c.invalid != nil {
+		return nil, c.invalid
+	}
 	timeout, stdin, err := prepare(cmd, opts.Timeout, opts.Stdin)
 	if err != nil {
 		return nil, err

@@ -105,6 +105,19 @@ func TestForSandboxPath(t *testing.T) {
 	}
 }
 
+func TestForSandboxRefusesBadIdentifiers(t *testing.T) {
+	for _, ids := range [][2]string{{"..", "x"}, {"default", "../../etc"}, {"default", ""}, {"", "x"}, {"default", "a/b"}} {
+		c := ForSandbox(ids[0], ids[1])
+		_, err := c.Info(context.Background())
+		if connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("ForSandbox(%q, %q).Info: %v, want invalid_argument", ids[0], ids[1], err)
+		}
+		if _, err := c.Exec(context.Background(), Argv("true"), ExecOptions{}); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("ForSandbox(%q, %q).Exec: %v, want invalid_argument", ids[0], ids[1], err)
+		}
+	}
+}
+
 func TestResultFromExit(t *testing.T) {
 	got := resultFromExit(&sandboxv1.Exit{CallId: "c1", ExitCode: 3, Duration: durationpb.New(1500 * time.Millisecond), Isolated: true, Warnings: []string{"w"}})
 	if got.CallID != "c1" || got.ExitCode != 3 || got.Signal != 0 || got.Duration != 1500*time.Millisecond || !got.Isolated || len(got.Warnings) != 1 {
