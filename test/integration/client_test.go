@@ -27,9 +27,10 @@ import (
 	"github.com/sandbox-shim/sandbox-shim/test/harness"
 )
 
-// apiSandbox starts a sandbox whose control plane sleeps and returns its
-// id and a client of its host API socket, once the API answers.
-func apiSandbox(t *testing.T, opts ...oci.SpecOpts) (string, *sandboxclient.Client) {
+// clientSandbox starts a sandbox whose control plane sleeps and returns its
+// id and a client of its host API socket, once the API answers and the
+// workspace is built.
+func clientSandbox(t *testing.T, opts ...oci.SpecOpts) (string, *sandboxclient.Client) {
 	t.Helper()
 	skipUnderRunc(t, "the sandbox API is io.sandbox.v1's")
 	ctx := testCtx(t)
@@ -41,6 +42,12 @@ func apiSandbox(t *testing.T, opts ...oci.SpecOpts) (string, *sandboxclient.Clie
 	var lastErr error
 	if !poll(stepTimeout, func() bool { _, lastErr = sandbox.Info(ctx); return lastErr == nil }) {
 		t.Fatalf("sandbox %s: API at %s does not answer: %v", id, api.HostSocketPath(d.Namespace, id), lastErr)
+	}
+	// The workspace, and with it secure execution, is built after Start in
+	// the background; the first exec waits for it. Until then Info says
+	// secure execution is unavailable, "not built yet".
+	if res, err := sandbox.Exec(ctx, sandboxclient.Argv("true"), sandboxclient.ExecOptions{}); err != nil || res.ExitCode != 0 {
+		t.Fatalf("sandbox %s: first exec: %v %+v", id, err, res)
 	}
 	return id, sandbox
 }
@@ -74,7 +81,7 @@ func (w *timedWriter) Write(p []byte) (int, error) {
 // shell commands, env, cwd, stdin, exit codes, signals, timeouts, output
 // as it comes, cancellation.
 func TestClientExec(t *testing.T) {
-	_, sandbox := apiSandbox(t)
+	_, sandbox := clientSandbox(t)
 
 	t.Run("argv", func(t *testing.T) {
 		res, err := sandbox.Exec(testCtx(t), sandboxclient.Argv("echo", "hello", "$HOME"), sandboxclient.ExecOptions{})
@@ -191,7 +198,7 @@ func waitForProcess(t *testing.T, sandbox *sandboxclient.Client, args string, ru
 // TestClientSecureExec: the call's env reaches its command only; the
 // audit keeps keys, not values; isolated=false needs the fallback.
 func TestClientSecureExec(t *testing.T) {
-	id, sandbox := apiSandbox(t)
+	id, sandbox := clientSandbox(t)
 	ctx := testCtx(t)
 	if ok, err := sandbox.HasSecureExecution(ctx); err != nil || !ok {
 		info, _ := sandbox.Info(ctx)
@@ -249,7 +256,7 @@ func TestClientSecureExec(t *testing.T) {
 	// exec with a warning with it.
 	notIsolated := false
 	_, err = sandbox.ExecSecure(ctx, sandboxclient.Argv("true"), sandboxclient.SecureOptions{Isolated: &notIsolated})
-	if connect.CodeOf(err) != connect.CodeFailedPrecondition {
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "allow_insecure_fallback") {
 		t.Fatalf("isolated=false without fallback: %v", err)
 	}
 	fallback, err := sandbox.ExecSecure(ctx, sandboxclient.Shell(`echo "$K"`), sandboxclient.SecureOptions{
@@ -263,7 +270,7 @@ func TestClientSecureExec(t *testing.T) {
 // TestClientEnvAndInfo: SetEnvVars warns on secret-looking keys without
 // echoing values, and later execs see the vars; Info describes the sandbox.
 func TestClientEnvAndInfo(t *testing.T) {
-	id, sandbox := apiSandbox(t)
+	id, sandbox := clientSandbox(t)
 	ctx := testCtx(t)
 	value := canary(t, "value")
 	warnings, err := sandbox.SetEnvVars(ctx, map[string]string{"APP_MODE": "test", "GITHUB_TOKEN": value})
@@ -300,7 +307,7 @@ func TestClientEnvAndInfo(t *testing.T) {
 // TestClientErrors: bad input gets a clear error of the right code, and
 // the sandbox keeps serving.
 func TestClientErrors(t *testing.T) {
-	_, sandbox := apiSandbox(t)
+	_, sandbox := clientSandbox(t)
 	ctx := testCtx(t)
 	for _, tc := range []struct {
 		name string
@@ -353,7 +360,7 @@ func TestClientErrors(t *testing.T) {
 // TestClientSecureExecDisabled: a sandbox annotated secure-exec=disabled
 // fails closed, and the fallback runs the command as a plain exec.
 func TestClientSecureExecDisabled(t *testing.T) {
-	id, sandbox := apiSandbox(t, withAnnotations(api.AnnotationSecureExec, "disabled"))
+	id, sandbox := clientSandbox(t, withAnnotations(api.AnnotationSecureExec, "disabled"))
 	ctx := testCtx(t)
 	info, err := sandbox.Info(ctx)
 	if err != nil || info.GetHasSecureExecution() || len(info.GetSecureExecutionUnavailable()) == 0 {
@@ -419,7 +426,7 @@ func ctl(t *testing.T, call ctlCall) ctlResult {
 
 // TestSandboxctl runs every sandboxctl command against a real sandbox.
 func TestSandboxctl(t *testing.T) {
-	id, _ := apiSandbox(t)
+	id, _ := clientSandbox(t)
 
 	t.Run("exec", func(t *testing.T) {
 		r := ctl(t, ctlCall{args: []string{"exec", id, "--cwd", "/etc", "--env", "A=1", "--env", "B=two words", "--", "sh", "-c", `echo "$A $B $(pwd)"; echo err >&2; exit 7`}})

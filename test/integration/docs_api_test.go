@@ -123,7 +123,7 @@ var docChecks = map[string]func(t *testing.T, out string, id string){
 			Error struct{ Code, Message string }
 		}
 		mustJSON(t, out, &end)
-		if end.Error.Code != "failed_precondition" || end.Error.Message == "" {
+		if end.Error.Code != "invalid_argument" || !strings.Contains(end.Error.Message, "allow_insecure_fallback") {
 			t.Errorf("exec-secure-refused: %s", out)
 		}
 	},
@@ -195,7 +195,7 @@ func TestDocsAPIExamples(t *testing.T) {
 			t.Fatalf("docs/api.md's examples need %s (make deps installs it): %v", tool, err)
 		}
 	}
-	id, _ := apiSandbox(t)
+	id, _ := clientSandbox(t)
 	var helpers string
 	ran := map[string]bool{}
 	for _, example := range examples {
@@ -218,6 +218,7 @@ func TestDocsAPIExamples(t *testing.T) {
 			if err != nil {
 				t.Fatalf("docs/api.md:%d: %v\nstdout: %s\nstderr: %s", example.line, err, out, stderr.String())
 			}
+			t.Logf("docs/api.md:%d output:\n%s", example.line, out)
 			check(t, string(out), id)
 		})
 	}
