@@ -661,3 +661,19 @@ func TestSandboxAPISecureExec(t *testing.T) {
 		t.Errorf("secure exec after a reset: %q %+v %v", r.stdout, r.exit, err)
 	}
 }
+
+// TestSandboxAPIReadonlyRootfs: a read-only rootfs still gets the control
+// plane's socket (libcontainer makes the mount point before it remounts
+// the root read-only).
+func TestSandboxAPIReadonlyRootfs(t *testing.T) {
+	task, _, host := apiSandbox(t, oci.WithRootFSReadonly())
+	ctx := testCtx(t)
+	cp := apiClient(fmt.Sprintf("/proc/%d/root%s", task.Pid(), api.ControlPlaneSocket))
+	info, err := cp.Info(ctx, connect.NewRequest(&sandboxv1.InfoRequest{}))
+	if err != nil || info.Msg.Caller != sandboxv1.Caller_CALLER_CONTROL_PLANE {
+		t.Fatalf("control plane on a read-only rootfs: %v %v", info, err)
+	}
+	if r := mustExec(t, ctx, host, &sandboxv1.ExecRequest{Command: "touch /x 2>/dev/null || echo read-only"}); r.stdout != "read-only\n" {
+		t.Errorf("rootfs writable: %q", r.stdout)
+	}
+}
