@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -984,5 +985,17 @@ func TestBundleNetwork(t *testing.T) {
 	host.Linux = &linux
 	if !BundleNetwork(&host).Host || OwnPIDNamespace(&host) {
 		t.Error("a bundle without network and PID namespaces is on the host's")
+	}
+}
+
+// The compat ABIs (x86, x32 beside x86_64) are left out: user code calls
+// the kernel through the native one only.
+func TestWorkspaceSeccompNativeABIOnly(t *testing.T) {
+	want, ok := nativeArchs[runtime.GOARCH]
+	if !ok {
+		t.Skipf("no native seccomp arch known for %s", runtime.GOARCH)
+	}
+	if got := WorkspaceSeccomp().Architectures; !slices.Equal(got, want) {
+		t.Fatalf("architectures %v, want %v", got, want)
 	}
 }
