@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/sandbox-shim/api"
 	sandboxv1 "github.com/sandbox-shim/sandbox-shim/api/sandbox/v1"
@@ -20,7 +22,7 @@ import (
 func (a *API) Info(ctx context.Context, caller sandboxv1.Caller) (*sandboxv1.InfoResponse, error) {
 	sb := a.sb
 	resp := &sandboxv1.InfoResponse{SandboxId: sb.ID, Namespace: sb.Namespace, Caller: caller, EnvKeys: a.envKeys()}
-	ws := sb.currentWorkspace()
+	ws := sb.awaitWorkspace(ctx)
 	built := isReady(ws) && ws.container != nil
 	switch {
 	case sb.stopped():
@@ -28,8 +30,10 @@ func (a *API) Info(ctx context.Context, caller sandboxv1.Caller) (*sandboxv1.Inf
 	case !isReady(ws):
 		if sb.settings.SecureExecDisabled {
 			resp.SecureExecutionUnavailable = []string{fmt.Sprintf("disabled for this sandbox by %s=disabled", api.AnnotationSecureExec)}
+		} else if !sb.Started() {
+			resp.SecureExecutionUnavailable = []string{"the task is not started yet (the workspace and its secure containers are built at Start)"}
 		} else {
-			resp.SecureExecutionUnavailable = []string{"the workspace is not built yet (it is, with its secure containers, after Start)"}
+			resp.SecureExecutionUnavailable = []string{"the workspace is still being built"}
 		}
 	case ws.err != nil:
 		resp.SecureExecutionUnavailable = []string{"workspace unavailable: " + ws.err.Error()}
@@ -49,6 +53,43 @@ func (a *API) Info(ctx context.Context, caller sandboxv1.Caller) (*sandboxv1.Inf
 	}
 	resp.Protections = a.protections(cfg, settings, ws, built, resp)
 	return resp, nil
+}
+
+// awaitWorkspace is the current workspace, once built when the task has
+// started: right after Start it is still being built, and an Info then
+// must not report secure execution as missing. A bounded wait: a
+// workspace that cannot be built reports why.
+func (sb *Sandbox) awaitWorkspace(ctx context.Context) *workspace {
+	ws := sb.currentWorkspace()
+	if !sb.Started() || isReady(ws) {
+		return ws
+	}
+	sb.buildWorkspaceNow()
+	t := time.NewTimer(infoWorkspaceWait)
+	defer t.Stop()
+	select {
+	case <-ws.ready:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return ws
+}
+
+// infoWorkspaceWait bounds how long Info waits for a workspace being built.
+const infoWorkspaceWait = 10 * time.Second
+
+// landlockScopeABI is the first Landlock ABI with scoping, which the
+// reaper applies to every exec it starts (abstract unix sockets).
+const landlockScopeABI = 6
+
+// landlockABI is the kernel's Landlock ABI version, 0 without Landlock.
+func landlockABI() int {
+	const createRulesetVersion = 1 << 0
+	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, createRulesetVersion)
+	if errno != 0 {
+		return 0
+	}
+	return int(abi)
 }
 
 func protection(name string, active bool, description string, params ...string) *sandboxv1.Protection {
@@ -115,7 +156,13 @@ func (a *API) protections(cfg *configs.Config, st spec.Settings, ws *workspace, 
 		lp.Parameters[k] = v
 	}
 	out = append(out, lp)
-	out = append(out, protection("landlock", false, "not applied: the workspace's own mount namespace, user and mounts bound what its files reach"))
+	if abi := landlockABI(); abi >= landlockScopeABI {
+		out = append(out, protection("landlock-scope", true, "each exec is in a Landlock domain of its own: user code cannot connect to abstract unix sockets made outside it (the control plane's)",
+			"abi", strconv.Itoa(abi), "scoped", "abstract_unix_socket"))
+	} else {
+		out = append(out, protection("landlock-scope", false, "the kernel has no Landlock scoping (ABI 6, Linux 6.12): user code can connect to the control plane's abstract unix sockets (use path sockets)",
+			"abi", strconv.Itoa(abi)))
+	}
 	// Once-guarded: the workspace's waiters asked for it already.
 	pty := built && ws.platformPtmx(context.Background(), StateRoot(sb.Bundle), sb.ID+workspaceSuffix) != nil
 	out = append(out, protection("platform-pty", pty, "terminal execs get ptys from a devpts instance of the platform's, which user code cannot open or type into"))
