@@ -31,14 +31,19 @@ var ErrForkRefused = errors.New("reaper could not fork a waiter")
 // each for signals, so a reused pid can never be hit.
 type Forker struct {
 	sock *os.File
+	// fd is sock's descriptor, taken once: read blocks on it while Close
+	// runs, and only read closes it (after the loop), so the number is
+	// never reused under a blocked receive.
+	fd int
 
 	mu       sync.Mutex
 	cookie   uint64
 	pending  map[uint64]chan forkReply
 	children map[int32]*forkedChild // by pid in the container
 	err      error                  // once the control socket is gone
-	// sendMu keeps one request at a time on the socket.
+	// sendMu keeps one request at a time on the socket, and guards closed.
 	sendMu sync.Mutex
+	closed bool
 }
 
 type forkReply struct {
@@ -72,7 +77,7 @@ func NewForker(sock *os.File, timeout time.Duration) (*Forker, error) {
 		return nil, fmt.Errorf("reaper hello: %w: the sandbox-reaper binary does not match this shim (install the one built with it)", err)
 	}
 	setReceiveTimeout(sock, 0)
-	f := &Forker{sock: sock, pending: map[uint64]chan forkReply{}, children: map[int32]*forkedChild{}}
+	f := &Forker{sock: sock, fd: int(sock.Fd()), pending: map[uint64]chan forkReply{}, children: map[int32]*forkedChild{}}
 	go f.read()
 	return f, nil
 }
@@ -83,7 +88,7 @@ func (f *Forker) read() {
 	buf := make([]byte, 64)
 	var readErr error
 	for {
-		n, _, _, _, err := unix.Recvmsg(int(f.sock.Fd()), buf, nil, unix.MSG_CMSG_CLOEXEC)
+		n, _, _, _, err := unix.Recvmsg(f.fd, buf, nil, unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {
 			continue
 		}
@@ -127,6 +132,10 @@ func (f *Forker) read() {
 	if readErr == nil {
 		readErr = errors.New("reaper closed its control socket")
 	}
+	f.sendMu.Lock()
+	f.closed = true
+	f.sock.Close()
+	f.sendMu.Unlock()
 	f.mu.Lock()
 	f.err = fmt.Errorf("reaper control: %w", readErr)
 	children, pending := f.children, f.pending
@@ -144,7 +153,15 @@ func (f *Forker) read() {
 
 // Close drops the control socket; the reaper then only reaps. Call it once
 // the container is gone: exits are no longer reported after it.
-func (f *Forker) Close() { f.sock.Close() }
+func (f *Forker) Close() {
+	f.sendMu.Lock()
+	defer f.sendMu.Unlock()
+	if !f.closed {
+		// Ends read's receive, which then closes the socket.
+		f.closed = true
+		_ = unix.Shutdown(f.fd, unix.SHUT_RDWR)
+	}
+}
 
 // ForkStart is how to fork one waiter.
 type ForkStart struct {
@@ -247,7 +264,10 @@ func (f *Forker) request(rights []int, timeout time.Duration) (forkReply, error)
 	msg[0] = 'F'
 	binary.NativeEndian.PutUint64(msg[1:], cookie)
 	f.sendMu.Lock()
-	err := unix.Sendmsg(int(f.sock.Fd()), msg, unix.UnixRights(rights...), nil, 0)
+	var err error = unix.EPIPE
+	if !f.closed {
+		err = unix.Sendmsg(f.fd, msg, unix.UnixRights(rights...), nil, 0)
+	}
 	f.sendMu.Unlock()
 	if err != nil {
 		f.forget(cookie)
