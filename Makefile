@@ -14,6 +14,8 @@ SHIM := bin/containerd-shim-sandbox-v1
 REAPER := bin/sandbox-reaper
 # The OCI hook that reserves ports under plain runc or crun.
 HOOK := bin/sandbox-hook
+# The sandbox API's command line.
+SANDBOXCTL := bin/sandboxctl
 
 DEB_PACKAGES := busybox-static libseccomp-dev pkg-config gcc libc6-dev iproute2
 CONTAINERD_BINS := $(addprefix $(OUT)/bin/,containerd ctr containerd-shim-runc-v2)
@@ -63,10 +65,11 @@ $(RUNC_BIN): $(OUT)/runc.version
 	GOBIN=$(OUTBIN) $(GO) install -tags seccomp github.com/opencontainers/runc@$(RUNC_VERSION)
 	@touch $@
 
-## build: the shim, its reaper and the OCI hook, and every package compiles.
+## build: the shim, its reaper, the OCI hook and sandboxctl, and every package compiles.
 build: $(REAPER)
 	$(GO) build -tags seccomp -o $(SHIM) ./cmd/sandbox-shim
 	$(GO) build -o $(HOOK) ./hooks
+	$(GO) build -o $(SANDBOXCTL) ./cmd/sandboxctl
 	$(GO) build -tags seccomp ./...
 
 $(REAPER): libexec/reaper/reaper.c
@@ -104,7 +107,7 @@ fmt-check:
 	@bad=$$(gofmt -l $$(find . -name '*.go' -not -path '*/[._]?*/*' -not -path '*/testdata/*')); \
 	if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 
-UNIT_DIRS := $(wildcard spec internal hooks)
+UNIT_DIRS := $(wildcard spec internal hooks client cmd)
 unit:
 	$(if $(UNIT_DIRS),$(GO) test -tags seccomp $(addprefix ./,$(addsuffix /...,$(UNIT_DIRS))),@echo "no unit test dirs")
 

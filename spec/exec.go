@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,6 +17,10 @@ import (
 type ExecRequest struct {
 	Args []string
 	Env  []string
+	// Secrets are an execSecure call's own variables, encoded after Env
+	// without ever becoming a string (see Encode). The caller clears them,
+	// and the encoded request, once it is sent.
+	Secrets []EnvVar
 	// Cwd is the working directory; "" means /.
 	Cwd      string
 	Rlimits  []Rlimit
@@ -63,7 +66,11 @@ const (
 //	ngroups x u32 gid,
 //	NUL-terminated cwd, argv[argc], envp[envc].
 //
-// It refuses what no waiter could run, so a bad request costs no waiter.
+// envp is Env, then Secrets as NAME=value (envc counts both). The buffer
+// is allocated once at its final size, so no copy of a secret is left in
+// a buffer that grew; the caller clears the result after sending it.
+// Errors name variables, never values. It refuses what no waiter could
+// run, so a bad request costs no waiter.
 func (r ExecRequest) Encode() ([]byte, error) {
 	if len(r.Args) == 0 {
 		return nil, errors.New("process has no args")
@@ -81,43 +88,65 @@ func (r ExecRequest) Encode() ([]byte, error) {
 	if len(r.Rlimits) > maxRequestRlimits {
 		return nil, fmt.Errorf("%d rlimits, more than %d", len(r.Rlimits), maxRequestRlimits)
 	}
+	for _, l := range r.Rlimits {
+		if l.Soft > l.Hard {
+			return nil, fmt.Errorf("rlimit %d: soft limit %d above hard limit %d", l.Type, l.Soft, l.Hard)
+		}
+	}
 	cwd := r.Cwd
 	if cwd == "" {
 		cwd = "/"
+	}
+	strs := append(append([]string{cwd}, r.Args...), r.Env...)
+	size := requestHeader + len(r.Rlimits)*24 + len(id.AdditionalGids)*4
+	for _, s := range strs {
+		if strings.IndexByte(s, 0) >= 0 {
+			return nil, errors.New("argument, environment or cwd contains a NUL byte")
+		}
+		size += len(s) + 1
+	}
+	for _, v := range r.Secrets {
+		if err := ValidateEnv(v.Name, v.Value); err != nil {
+			return nil, err
+		}
+		size += len(v.Name) + 1 + len(v.Value) + 1
+	}
+	if size > MaxExecRequest {
+		return nil, fmt.Errorf("arguments and environment take %d bytes, more than the %d an exec may carry", size, MaxExecRequest)
 	}
 	var flags uint32
 	if r.Terminal {
 		flags = 1
 	}
-	var b bytes.Buffer
-	put := func(vs ...any) {
-		for _, v := range vs {
-			_ = binary.Write(&b, binary.NativeEndian, v)
-		}
+	b := make([]byte, 0, size)
+	u32 := func(v uint32) { b = binary.NativeEndian.AppendUint32(b, v) }
+	u32(ExecRequestVersion)
+	u32(flags)
+	b = binary.NativeEndian.AppendUint16(b, r.ConsoleHeight)
+	b = binary.NativeEndian.AppendUint16(b, r.ConsoleWidth)
+	for _, v := range []uint32{id.UID, id.GID, uint32(len(r.Args)), uint32(len(r.Env) + len(r.Secrets)), uint32(len(r.Rlimits)), uint32(len(id.AdditionalGids))} {
+		u32(v)
 	}
-	put(uint32(ExecRequestVersion), flags, r.ConsoleHeight, r.ConsoleWidth,
-		id.UID, id.GID, uint32(len(r.Args)), uint32(len(r.Env)), uint32(len(r.Rlimits)), uint32(len(id.AdditionalGids)))
 	for _, l := range r.Rlimits {
-		if l.Soft > l.Hard {
-			return nil, fmt.Errorf("rlimit %d: soft limit %d above hard limit %d", l.Type, l.Soft, l.Hard)
-		}
-		put(uint32(l.Type), uint32(0), l.Soft, l.Hard)
+		u32(uint32(l.Type))
+		u32(0)
+		b = binary.NativeEndian.AppendUint64(b, l.Soft)
+		b = binary.NativeEndian.AppendUint64(b, l.Hard)
 	}
 	for _, g := range id.AdditionalGids {
-		put(g)
+		u32(g)
 	}
-	for _, s := range append(append([]string{cwd}, r.Args...), r.Env...) {
-		if strings.IndexByte(s, 0) >= 0 {
-			return nil, errors.New("argument, environment or cwd contains a NUL byte")
-		}
-		b.WriteString(s)
-		b.WriteByte(0)
+	for _, s := range strs {
+		b = append(append(b, s...), 0)
 	}
-	if b.Len() > MaxExecRequest {
-		return nil, fmt.Errorf("arguments and environment take %d bytes, more than the %d an exec may carry", b.Len(), MaxExecRequest)
+	for _, v := range r.Secrets {
+		b = append(append(append(append(b, v.Name...), '='), v.Value...), 0)
 	}
-	return b.Bytes(), nil
+	return b, nil
 }
+
+// requestHeader is the fixed part of an encoded request.
+const requestHeader = 36
 
 // WorkspaceExec converts a containerd exec into a request for a workspace
 // waiter: whatever the caller asked, it runs as the workspace user (its

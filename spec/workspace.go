@@ -12,6 +12,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandbox-shim/sandbox-shim/api"
 )
 
 var errUserNamespace = errors.New("user namespaces in the bundle are not supported by io.sandbox.v1")
@@ -104,6 +106,13 @@ var (
 // network and UTS namespaces, a private /tmp, no capabilities, and the
 // reaper as pid 1.
 func WorkspaceSpec(s *specs.Spec, o WorkspaceOptions) (*specs.Spec, error) {
+	return userContainerSpec(s, o, nil)
+}
+
+// userContainerSpec builds every user container: the workspace (secure
+// nil), or one secure exec's container, which differs only where secure
+// says (secureexec.go).
+func userContainerSpec(s *specs.Spec, o WorkspaceOptions, secure *secureVariant) (*specs.Spec, error) {
 	if o.NetNS == "" || o.UTSNS == "" {
 		return nil, errors.New("workspace needs the control plane's network and UTS namespaces")
 	}
@@ -161,8 +170,12 @@ func WorkspaceSpec(s *specs.Spec, o WorkspaceOptions) (*specs.Spec, error) {
 	w.Linux.Seccomp = WorkspaceSeccomp()
 	w.Linux.CgroupsPath = o.CgroupPath
 	w.Linux.Resources = workspaceResources(s, o.Settings)
-	w.Mounts = workspaceMounts(s.Mounts, workspaceMountConfig{
-		reaper: o.Reaper, user: o.Settings.UserMounts, caps: caps, platformUID: ReaperUID(o.Settings)})
+	mounts := workspaceMountConfig{
+		reaper: o.Reaper, user: o.Settings.UserMounts, caps: caps, platformUID: ReaperUID(o.Settings)}
+	if secure != nil {
+		secure.apply(&w, &mounts, o.Settings)
+	}
+	w.Mounts = workspaceMounts(s.Mounts, mounts)
 	return &w, nil
 }
 
@@ -250,6 +263,14 @@ type workspaceMountConfig struct {
 	caps LeftoverCaps
 	// platformUID owns PlatformPtyDir (the reaper's uid).
 	platformUID uint32
+	// noPlatformPty leaves the platform's devpts instance out: a secure
+	// exec never has a terminal.
+	noPlatformPty bool
+	// home, when set, gets a fresh tmpfs of its own (homeCap, owned by
+	// homeOwner): a secure exec's private HOME over the workspace's.
+	home      string
+	homeCap   TmpfsCap
+	homeOwner Identity
 }
 
 // workspaceMounts keeps only what user code needs of the bundle's mounts:
@@ -275,6 +296,10 @@ func workspaceMounts(in []specs.Mount, c workspaceMountConfig) []specs.Mount {
 			m.Options = ptyMax(m.Options)
 		}
 		switch {
+		case controlPlaneMount(m):
+			// The sandbox API is the control plane's alone, whatever the
+			// annotations say.
+			continue
 		case slices.Contains(c.user, dst):
 			// The platform shares it on purpose.
 			if dst == "/tmp" {
@@ -298,8 +323,11 @@ func workspaceMounts(in []specs.Mount, c workspaceMountConfig) []specs.Mount {
 		default:
 			continue
 		}
+		if c.home != "" && dst == c.home {
+			continue // the private HOME below takes its place
+		}
 		out = append(out, m)
-		if m.Type == "devpts" && dst == "/dev/pts" {
+		if m.Type == "devpts" && dst == "/dev/pts" && !c.noPlatformPty {
 			out = append(out, platformPtyMounts(m, c.platformUID)...)
 		}
 	}
@@ -307,7 +335,10 @@ func workspaceMounts(in []specs.Mount, c workspaceMountConfig) []specs.Mount {
 		out = append(out, specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
 			Options: []string{"nosuid", "nodev", "mode=1777"}})
 	}
-	capTmpfsMounts(out, c.caps)
+	if c.home != "" {
+		out = append(out, homeMount(c))
+	}
+	capTmpfsMounts(out, c)
 	return append(out, specs.Mount{Destination: ReaperPath, Type: "bind", Source: c.reaper,
 		Options: []string{"bind", "ro", "nosuid", "nodev"}})
 }
@@ -316,10 +347,11 @@ func workspaceMounts(in []specs.Mount, c workspaceMountConfig) []specs.Mount {
 // and inodes are charged to the workspace): /tmp and /dev/shm their own
 // caps, the others an equal part of the rest. The platform's pty directory
 // is sized already.
-func capTmpfsMounts(ms []specs.Mount, caps LeftoverCaps) {
+func capTmpfsMounts(ms []specs.Mount, c workspaceMountConfig) {
+	caps := c.caps
 	isOther := func(m specs.Mount) bool {
 		dst := path.Clean(m.Destination)
-		return m.Type == "tmpfs" && !isBind(m) && dst != "/tmp" && dst != "/dev/shm" && dst != PlatformPtyDir
+		return m.Type == "tmpfs" && !isBind(m) && dst != "/tmp" && dst != "/dev/shm" && dst != PlatformPtyDir && dst != c.home
 	}
 	others := int64(0)
 	for _, m := range ms {
@@ -358,6 +390,17 @@ func platformPtyMounts(ws specs.Mount, uid uint32) []specs.Mount {
 		{Destination: PlatformPtyDir + "/pts", Type: "devpts", Source: "devpts", Options: opts},
 	}
 }
+
+// controlPlaneMount tells whether m carries the sandbox API: its socket
+// directory in the control plane, or anything of the shim's host run
+// directory.
+func controlPlaneMount(m specs.Mount) bool {
+	return within(path.Clean(m.Destination), api.ControlPlaneSocketDir) ||
+		(isBind(m) && within(path.Clean(m.Source), api.HostRunDir))
+}
+
+// within tells whether p is dir or below it.
+func within(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
 
 func isBind(m specs.Mount) bool {
 	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")

@@ -10,14 +10,28 @@
 package secureexec
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"path"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/containerd/log"
+	"github.com/opencontainers/runc/libcontainer"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sandboxv1 "github.com/sandbox-shim/sandbox-shim/api/sandbox/v1"
+	"github.com/sandbox-shim/sandbox-shim/internal/pool"
+	"github.com/sandbox-shim/sandbox-shim/internal/process"
+	"github.com/sandbox-shim/sandbox-shim/internal/usercontainer"
 	"github.com/sandbox-shim/sandbox-shim/spec"
 )
 
@@ -81,35 +95,407 @@ type Result struct {
 // ErrUnavailable is wrapped when secure execution cannot run here.
 var ErrUnavailable = errors.New("secure execution unavailable")
 
+// ErrInvalidCall is wrapped when a call cannot run as given (bad env
+// names or values, no command, a cwd in the private HOME); ErrNotStarted
+// when its command could not start (a missing binary, a bad cwd). Neither
+// ever carries a value of the call's env.
+var (
+	ErrInvalidCall = errors.New("invalid secure exec call")
+	ErrNotStarted  = errors.New("secure exec command did not start")
+)
+
+// Timeouts of a container's end: the exit report waits for the output
+// to drain once every process is dead, which is at once; a container
+// whose processes do not go (a kernel stuck in D state) is given up on,
+// logged, and destroyed in the background all the same.
+const (
+	exitReportTimeout = 10 * time.Second
+	stopTimeout       = 10 * time.Second
+	closeTimeout      = 30 * time.Second
+)
+
+// poolBackoff is the wait between failed builds: a build takes tens of
+// milliseconds, and one that keeps failing (the workspace's memory or
+// pids full) is retried for as long as the runner lives, so that
+// Available turns true again once builds work.
+var poolBackoff = pool.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
+
+// containerSeq numbers secure containers across runners of this shim: a
+// workspace reset makes a new runner, and names must stay unique.
+var containerSeq atomic.Uint64
+
 // Runner runs one sandbox's execSecure calls.
 type Runner struct {
 	cfg Config
+	// home is the directory the private HOME covers ("": HOME is /tmp).
+	home  string
+	pool  *pool.Pool[*container]
+	audit *auditTrail
+
+	mu       sync.Mutex
+	closed   bool
+	live     map[*container]struct{} // built, not yet destroyed
+	building int
+	buildErr error // the last build's, nil once one worked
+	gone     *sync.Cond
+}
+
+// container is one secure exec's container.
+type container struct {
+	id     string
+	cgroup string
+	*usercontainer.Container
 }
 
 // New starts the runner and fills its pool in the background.
 func New(ctx context.Context, cfg Config) (*Runner, error) {
-	return &Runner{cfg: cfg}, nil
+	if cfg.BundleSpec == nil || cfg.BundleSpec.Process == nil {
+		return nil, fmt.Errorf("sandbox %s: secure exec: no bundle process", cfg.SandboxID)
+	}
+	r := &Runner{cfg: cfg, live: map[*container]struct{}{}, audit: newAuditTrail(cfg.AuditPath)}
+	r.gone = sync.NewCond(&r.mu)
+	r.home = spec.SecureHome(cfg.BundleSpec.Process.Env)
+	if spec.Within(cfg.BundleSpec.Process.Cwd, r.home) {
+		// Covering HOME would hide the command's own working directory
+		// (images whose WORKDIR is HOME): HOME is the private /tmp then.
+		r.home = ""
+	}
+	if cfg.Disabled != "" {
+		return r, nil
+	}
+	r.pool = pool.New(pool.Config[*container]{
+		Size:    max(cfg.PoolSize, 0),
+		Build:   r.build,
+		Discard: r.destroy,
+		OnBuildError: func(err error) {
+			log.G(ctx).WithError(err).WithField("id", cfg.SandboxID).Warn("build secure exec container")
+		},
+		Backoff: poolBackoff,
+	})
+	if cfg.PoolSize > 0 {
+		go r.pool.Run(context.WithoutCancel(ctx))
+	}
+	return r, nil
 }
+
+// build makes one fresh container, with its waiter forked ahead.
+func (r *Runner) build(ctx context.Context) (_ *container, retErr error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("%w: runner closed", ErrUnavailable)
+	}
+	r.building++
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.building--
+		r.buildErr = retErr
+		r.gone.Broadcast()
+		r.mu.Unlock()
+	}()
+	n := strconv.FormatUint(containerSeq.Add(1), 10)
+	c := &container{id: r.cfg.SandboxID + ".secure-" + n, cgroup: path.Join(r.cfg.UserCgroup, "secure-"+n)}
+	st := r.cfg.Settings
+	cfg, err := spec.SecureExec(c.id, r.cfg.Bundle, r.cfg.BundleSpec, spec.SecureExecOptions{
+		Workspace: spec.WorkspaceOptions{
+			Settings: st, NetNS: r.cfg.NetNS, UTSNS: r.cfg.UTSNS,
+			CgroupPath: c.cgroup, Reaper: r.cfg.Reaper, HostMemory: r.cfg.HostMemory,
+		},
+		Home: r.home,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: secure exec config: %w", r.cfg.SandboxID, err)
+	}
+	reaper, err := spec.ReaperProcess(st, r.cfg.BundleSpec.Process)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: secure exec reaper: %w", r.cfg.SandboxID, err)
+	}
+	uc, err := usercontainer.Create(ctx, usercontainer.Config{
+		SandboxID: r.cfg.SandboxID, ID: c.id, StateRoot: r.cfg.StateRoot,
+		Container: cfg, Reaper: reaper,
+		Waiter:  func() (*libcontainer.Process, error) { return spec.WaiterProcess(st, r.cfg.BundleSpec.Process) },
+		OneExec: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Container = uc
+	r.mu.Lock()
+	closed := r.closed
+	r.live[c] = struct{}{}
+	r.mu.Unlock()
+	if closed {
+		r.destroy(c)
+		return nil, fmt.Errorf("%w: runner closed", ErrUnavailable)
+	}
+	return c, nil
+}
+
+// destroy kills c (its whole PID namespace), waits for it to be gone and
+// removes it: never reused.
+func (r *Runner) destroy(c *container) {
+	c.Kill()
+	c.WaitStopped(stopTimeout)
+	if err := c.Destroy(); err != nil {
+		log.L.WithError(err).WithField("id", r.cfg.SandboxID).Warn("destroy secure exec container")
+	}
+	r.mu.Lock()
+	delete(r.live, c)
+	r.gone.Broadcast()
+	r.mu.Unlock()
+}
+
+// take returns a fresh container: a pooled one, or one built now.
+func (r *Runner) take(ctx context.Context) (*container, error) {
+	for {
+		c, ok := r.pool.Take()
+		if !ok {
+			break
+		}
+		if c.Ready() {
+			return c, nil
+		}
+		// Died while pooled (the kernel's OOM killer): never used, gone.
+		go r.destroy(c)
+	}
+	c, err := r.build(ctx)
+	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return c, nil
+}
+
+// startAttempts bounds the containers one call tries when the one taken
+// turns out dead.
+const startAttempts = 3
 
 // Run runs one call to its end: output streamed, every process of the
 // container killed after it, one audit record written.
-func (r *Runner) Run(ctx context.Context, call Call) (Result, error) {
-	spec.Clear(call.Secrets)
-	return Result{}, ErrUnavailable
+func (r *Runner) Run(ctx context.Context, call Call) (res Result, retErr error) {
+	// Every path clears the call's values; the normal one right after the
+	// command has them.
+	defer spec.Clear(call.Secrets)
+	begin := time.Now()
+	red := newRedactor(call.Secrets)
+	keys := make([]string, 0, len(call.Secrets))
+	for _, v := range call.Secrets {
+		keys = append(keys, v.Name)
+	}
+	rec := &sandboxv1.AuditRecord{
+		Time: timestamppb.New(begin), Namespace: r.cfg.Namespace, SandboxId: r.cfg.SandboxID, CallId: call.ID,
+		Argv: red.argv(call.Args), EnvKeys: keys, Cwd: red.text(r.cwd(call.Cwd)), Caller: call.Caller, Isolated: true,
+	}
+	defer func() {
+		rec.Duration = durationpb.New(res.Duration)
+		rec.ExitCode, rec.Signal, rec.TimedOut = int32(res.ExitCode), int32(res.Signal), res.TimedOut
+		if retErr != nil {
+			rec.Error = retErr.Error()
+		}
+		r.Record(rec)
+		entry := log.G(ctx).WithField("id", r.cfg.SandboxID).WithField("call", call.ID).WithField("argv", rec.Argv).
+			WithField("env_keys", keys).WithField("exit", res.ExitCode).WithField("duration", res.Duration)
+		if retErr != nil {
+			entry = entry.WithError(retErr)
+		}
+		entry.Info("secure exec")
+	}()
+	fail := func(err error) error {
+		return fmt.Errorf("sandbox %s: secure exec %s: %w", r.cfg.SandboxID, call.ID, err)
+	}
+	if r.cfg.Disabled != "" {
+		return res, fail(fmt.Errorf("%w: %s", ErrUnavailable, r.cfg.Disabled))
+	}
+	req, err := r.request(call, keys, r.cwd(call.Cwd))
+	if err != nil {
+		return res, fail(err)
+	}
+	var stdin io.Reader
+	if call.Stdin != nil {
+		stdin = bytes.NewReader(call.Stdin)
+	}
+	p := process.New(call.ID, process.Stdio{Streams: &process.Streams{Stdin: stdin, Stdout: call.Stdout, Stderr: call.Stderr}})
+	reported := make(chan struct{})
+	var c *container
+	var e *usercontainer.Exec
+	for attempt := 1; ; attempt++ {
+		if c, err = r.take(ctx); err != nil {
+			return res, fail(err)
+		}
+		begin = time.Now()
+		e, err = c.Exec(p, req, func(*process.Process) { close(reported) })
+		if err == nil || attempt == startAttempts || !(errors.Is(err, process.ErrWaiterGone) || errors.Is(err, usercontainer.ErrUsed)) {
+			break
+		}
+		go r.destroy(c)
+	}
+	// The command has its env (or never will): the shim's copies go now.
+	spec.Clear(req.Secrets)
+	if err != nil {
+		go r.destroy(c)
+		p.Close()
+		// The reaper's message names the binary or the cwd, which may hold
+		// a value; wrap nothing of it but its redacted text.
+		return res, fail(fmt.Errorf("%w: %s", ErrNotStarted, red.text(err.Error())))
+	}
+	defer p.Close()
+	var timeout <-chan time.Time
+	if call.Timeout > 0 {
+		t := time.NewTimer(call.Timeout - time.Since(begin))
+		defer t.Stop()
+		timeout = t.C
+	}
+	var ctxErr error
+	select {
+	case <-e.Exited():
+	case <-timeout:
+		res.TimedOut = true
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
+	}
+	// The whole PID namespace dies with its pid 1: daemons the command
+	// double-forked included, whatever they hold.
+	c.Kill()
+	select {
+	case <-reported:
+	case <-time.After(exitReportTimeout):
+		log.G(ctx).WithField("id", r.cfg.SandboxID).Warnf("secure exec %s: exit not reported %v after the kill", call.ID, exitReportTimeout)
+	}
+	c.WaitStopped(stopTimeout)
+	status, exitedAt := p.Exit()
+	if exitedAt.IsZero() {
+		exitedAt = time.Now()
+	}
+	res.Duration = exitedAt.Sub(begin)
+	res.ExitCode = status
+	if status > 128 {
+		res.Signal = status - 128
+	}
+	go r.destroy(c)
+	if ctxErr != nil {
+		return res, fail(fmt.Errorf("cancelled, its container killed: %w", ctxErr))
+	}
+	return res, nil
+}
+
+// cwd is the call's working directory: the bundle process' by default.
+func (r *Runner) cwd(cwd string) string {
+	if cwd == "" {
+		cwd = r.cfg.BundleSpec.Process.Cwd
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	return cwd
+}
+
+// request checks the call and builds what its waiter is sent: the image's
+// and sandbox's env without hook variables and without the keys the call
+// sets, the private HOME unless the call sets HOME, then the call's own
+// variables.
+func (r *Runner) request(call Call, keys []string, cwd string) (spec.ExecRequest, error) {
+	if len(call.Args) == 0 {
+		return spec.ExecRequest{}, fmt.Errorf("%w: no command", ErrInvalidCall)
+	}
+	for i, v := range call.Secrets {
+		if err := spec.ValidateEnv(v.Name, v.Value); err != nil {
+			return spec.ExecRequest{}, fmt.Errorf("%w: %w", ErrInvalidCall, err)
+		}
+		if slices.Contains(keys[:i], v.Name) {
+			return spec.ExecRequest{}, fmt.Errorf("%w: env %s given twice", ErrInvalidCall, v.Name)
+		}
+	}
+	if !path.IsAbs(cwd) {
+		return spec.ExecRequest{}, fmt.Errorf("%w: cwd %q is not an absolute path", ErrInvalidCall, cwd)
+	}
+	if spec.Within(cwd, r.home) {
+		return spec.ExecRequest{}, fmt.Errorf("%w: cwd %q is in HOME (%s), which a secure exec gets empty and private", ErrInvalidCall, cwd, r.home)
+	}
+	env := spec.SecureExecEnv(call.ImageEnv, call.SandboxEnv, keys)
+	if !slices.Contains(keys, "HOME") {
+		env = slices.DeleteFunc(env, func(e string) bool { return len(e) >= 5 && e[:5] == "HOME=" })
+		env = append(env, spec.SecureHomeEnv(r.home))
+	}
+	base := r.cfg.BundleSpec.Process
+	req, err := spec.WorkspaceExec(&specs.Process{
+		Args: call.Args, Env: env, Cwd: cwd, Rlimits: base.Rlimits,
+		User: specs.User{AdditionalGids: base.User.AdditionalGids},
+	}, base, r.cfg.Settings)
+	if err != nil {
+		return spec.ExecRequest{}, fmt.Errorf("%w: %w", ErrInvalidCall, err)
+	}
+	req.Secrets = call.Secrets
+	// Refused here, before a container is used: a request no waiter could
+	// carry (its size, a NUL). Encode's errors name keys only.
+	probe, err := req.Encode()
+	clear(probe)
+	if err != nil {
+		return spec.ExecRequest{}, fmt.Errorf("%w: %w", ErrInvalidCall, err)
+	}
+	return req, nil
 }
 
 // Available tells whether calls can run, and if not, why.
 func (r *Runner) Available() (bool, []string) {
-	return false, []string{"not built yet"}
+	if r.cfg.Disabled != "" {
+		return false, []string{r.cfg.Disabled}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false, []string{"secure execution is being rebuilt (workspace reset or sandbox stopping)"}
+	}
+	if r.buildErr != nil && r.pool.Len() == 0 {
+		return false, []string{fmt.Sprintf("secure exec containers cannot be built: %v", r.buildErr)}
+	}
+	return true, nil
 }
 
 // Record appends rec to the audit trail: Run does for its calls; the
 // sandbox does for a call that took the insecure fallback.
-func (r *Runner) Record(rec *sandboxv1.AuditRecord) {}
+func (r *Runner) Record(rec *sandboxv1.AuditRecord) {
+	if err := r.audit.add(rec); err != nil {
+		log.L.WithError(err).WithField("id", r.cfg.SandboxID).Warn("audit trail")
+	}
+}
 
 // Audit returns the most recent limit records (0: all kept).
-func (r *Runner) Audit(limit int) []*sandboxv1.AuditRecord { return nil }
+func (r *Runner) Audit(limit int) []*sandboxv1.AuditRecord { return r.audit.last(limit) }
 
 // Close kills every secure container, in flight or pooled, and waits for
 // them to be gone: the workspace's cgroup can then be removed.
-func (r *Runner) Close() {}
+func (r *Runner) Close() {
+	r.mu.Lock()
+	r.closed = true
+	live := make([]*container, 0, len(r.live))
+	for c := range r.live {
+		live = append(live, c)
+	}
+	r.mu.Unlock()
+	if r.pool != nil {
+		r.pool.Close()
+	}
+	// Calls in flight end with their container's death, as at a timeout.
+	for _, c := range live {
+		c.Kill()
+	}
+	deadline := time.Now().Add(closeTimeout)
+	stop := time.AfterFunc(closeTimeout, func() {
+		r.mu.Lock()
+		r.gone.Broadcast()
+		r.mu.Unlock()
+	})
+	defer stop.Stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(r.live) > 0 || r.building > 0 {
+		if time.Now().After(deadline) {
+			log.L.WithField("id", r.cfg.SandboxID).Warnf("secure exec: %d containers still there %v after close", len(r.live)+r.building, closeTimeout)
+			return
+		}
+		r.gone.Wait()
+	}
+}

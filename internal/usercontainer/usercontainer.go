@@ -54,6 +54,11 @@ type Config struct {
 	ExecPidsLimit int64
 	// PoolSize is how many waiters are kept ready; 0 builds each on demand.
 	PoolSize int
+	// OneExec makes a container for a single exec (a secure exec): its one
+	// waiter is forked by Create, stays in the container's own cgroup (no
+	// per-exec leaf: the container is the exec's), and no other is built;
+	// a second Exec is refused. PoolSize and ExecPidsLimit are unused.
+	OneExec bool
 }
 
 // Container is one running user container.
@@ -68,6 +73,8 @@ type Container struct {
 	forks     atomic.Uint64 // waiters the reaper forked
 	leaves    leaves
 	activity  activity
+	// single is a OneExec container's waiter until its exec takes it.
+	single atomic.Pointer[waiter]
 }
 
 // waiter is one pre-built exec and its cgroup leaf.
@@ -113,8 +120,12 @@ func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
 			forker.Close()
 		}
 	}()
-	if err := cgroup.PlaceReaper(cfg.Container.Cgroups.Path, reaper.Pid()); err != nil {
-		return nil, fail(err)
+	// A OneExec container has no leaves below it: its cgroup holds the
+	// reaper and the exec, as a leaf may on cgroup v2 too.
+	if !cfg.OneExec {
+		if err := cgroup.PlaceReaper(cfg.Container.Cgroups.Path, reaper.Pid()); err != nil {
+			return nil, fail(err)
+		}
 	}
 	st, err := c.State()
 	if err != nil {
@@ -139,6 +150,14 @@ func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
 					"no more are built ahead, execs are built on demand until its limits change or one succeeds", cfg.ID)
 		},
 	})
+	if cfg.OneExec {
+		w, err := uc.newWaiter(false)
+		if err != nil {
+			return nil, fail(fmt.Errorf("build exec: %w", err))
+		}
+		uc.single.Store(w)
+		return uc, nil
+	}
 	if cfg.PoolSize > 0 {
 		go uc.waiters.Run(context.WithoutCancel(ctx))
 	}
@@ -150,11 +169,14 @@ func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
 // pids limit), started by libcontainer as before. A pooled one that dies
 // unused leaves the pool, and another is built.
 func (c *Container) newWaiter(pooled bool) (*waiter, error) {
-	leaf, err := c.leaves.take(c)
-	if err != nil {
-		return nil, err
+	w := &waiter{release: func() {}}
+	if !c.cfg.OneExec {
+		leaf, err := c.leaves.take(c)
+		if err != nil {
+			return nil, err
+		}
+		w = &waiter{leaf: leaf, release: sync.OnceFunc(func() { c.leaves.release(leaf) })}
 	}
-	w := &waiter{leaf: leaf, release: sync.OnceFunc(func() { c.leaves.release(leaf) })}
 	onGone := func() {
 		w.release()
 		if pooled {
@@ -171,7 +193,11 @@ func (c *Container) newWaiter(pooled bool) (*waiter, error) {
 		return nil, err
 	}
 	c.forks.Add(1)
-	if err := leaf.Add(pw.Pid()); err != nil {
+	if w.leaf == nil {
+		w.process = pw
+		return w, nil
+	}
+	if err := w.leaf.Add(pw.Pid()); err != nil {
 		// Its OnGone releases the leaf once it exited.
 		pw.Discard()
 		pw.Kill()
@@ -196,7 +222,9 @@ func (c *Container) startWaiter(w *waiter, onGone func()) (*waiter, error) {
 		w.release()
 		return nil, err
 	}
-	lp.SubCgroupPaths = w.leaf.SubCgroupPaths
+	if w.leaf != nil {
+		lp.SubCgroupPaths = w.leaf.SubCgroupPaths
+	}
 	if stdin := c.waiterStdin(); stdin != nil {
 		lp.Stdin = stdin
 	}
@@ -236,7 +264,12 @@ var waiterHello = "R" + strconv.Itoa(spec.ExecRequestVersion)
 // Exec is one exec running in the container.
 type Exec struct {
 	release func()
+	exited  <-chan struct{}
 }
+
+// Exited is closed once the exec's process exited, before its output has
+// drained (a daemon it left may still hold its stdout).
+func (e *Exec) Exited() <-chan struct{} { return e.exited }
 
 // Release gives the exec's cgroup leaf back once the exec exited: it
 // serves a later waiter if no orphan of the exec is left in it. Nothing
@@ -256,6 +289,9 @@ func (c *Container) Exec(p *process.Process, req spec.ExecRequest, onExit func(*
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
+	// The request may carry a secure exec's secrets: once sent (or not),
+	// this copy goes.
+	defer clear(encoded)
 	if err := p.OpenStdio(); err != nil {
 		return nil, err
 	}
@@ -268,6 +304,9 @@ func (c *Container) Exec(p *process.Process, req spec.ExecRequest, onExit func(*
 		}
 	}
 	for attempt := 1; ; attempt++ {
+		if c.cfg.OneExec {
+			return c.execOnce(p, encoded, exited)
+		}
 		w, pooled := c.waiters.Take()
 		if !pooled {
 			if w, err = c.newWaiter(false); err != nil {
@@ -296,8 +335,32 @@ func (c *Container) Exec(p *process.Process, req spec.ExecRequest, onExit func(*
 			// A waiter built on demand worked: building ahead may work again.
 			c.waiters.Resume()
 		}
-		return &Exec{release: w.release}, nil
+		return &Exec{release: w.release, exited: w.process.Done()}, nil
 	}
+}
+
+// ErrUsed refuses a second exec in a OneExec container.
+var ErrUsed = errors.New("container already ran its exec")
+
+// execOnce runs the exec of a OneExec container in its one waiter.
+func (c *Container) execOnce(p *process.Process, encoded []byte, exited func(*process.Process)) (*Exec, error) {
+	w := c.single.Swap(nil)
+	if w == nil {
+		c.activity.end(p)
+		return nil, ErrUsed
+	}
+	if err := p.StartIn(w.process, encoded, exited); err != nil {
+		c.activity.end(p)
+		return nil, err
+	}
+	return &Exec{release: w.release, exited: w.process.Done()}, nil
+}
+
+// Ready tells whether a OneExec container can still run its exec: its
+// reaper runs and its waiter waits.
+func (c *Container) Ready() bool {
+	w := c.single.Load()
+	return w != nil && w.process.Alive() && c.Running()
 }
 
 // Running tells whether the reaper, and so the container, still runs.
@@ -307,6 +370,9 @@ func (c *Container) Running() bool { return c.reaper.Status() == process.Running
 // namespace. Waiters stop being built.
 func (c *Container) Kill() {
 	c.waiters.Close()
+	if w := c.single.Swap(nil); w != nil {
+		w.process.Discard()
+	}
 	if err := c.container.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
 		log.L.WithError(err).WithField("id", c.cfg.SandboxID).Warnf("kill %s", c.cfg.ID)
 	}
