@@ -33,6 +33,7 @@ type config struct {
 	idleWait time.Duration
 	clients  int
 	window   time.Duration
+	secure   bool
 }
 
 func main() {
@@ -78,6 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.idleWait, "idle", 3*time.Second, "how long the idle container settles before its shim's memory is read")
 	fs.IntVar(&cfg.clients, "clients", 4, "parallel clients in the exec throughput phase")
 	fs.DurationVar(&cfg.window, "window", 10*time.Second, "how long each runtime runs execs in the throughput phase")
+	fs.BoolVar(&cfg.secure, "secure", true, "run the execSecure phase (needs "+harness.SandboxRuntime+")")
 	// Hidden: lets the bench validate itself with runc on both sides.
 	runtimes := fs.String("runtimes", harness.SandboxRuntime+","+harness.RuncRuntime, "")
 	fs.Usage = func() {
@@ -184,6 +186,13 @@ func run(ctx context.Context, cfg config) (rep *report, err error) {
 	mem, err := b.idleMemory(ctx)
 	if err != nil {
 		return nil, err
+	}
+
+	if cfg.secure && slices.Contains(cfg.runtimes[:], harness.SandboxRuntime) {
+		logf("execSecure: latency, CPU, %d concurrent calls, pool memory", secureConcurrency)
+		if rep.Secure, err = b.secureExec(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	for k, rt := range cfg.runtimes {
