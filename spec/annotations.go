@@ -51,7 +51,19 @@ type Settings struct {
 	ReservedPorts []uint16
 	// UserConnect lets user code connect to the reserved ports.
 	UserConnect bool
+	// SecureExecDisabled is set by io.sandbox.secure-exec=disabled:
+	// execSecure then fails closed.
+	SecureExecDisabled bool
+	// SecureExecPoolSize is how many secure containers are built ahead.
+	SecureExecPoolSize int
 }
+
+// Secure exec pool sizes (io.sandbox.secure-exec.pool-size): each ready
+// container is a few idle processes and their cgroups.
+const (
+	DefaultSecureExecPoolSize = 2
+	MaxSecureExecPoolSize     = 8
+)
 
 // Limits are limits on the sandbox that the bundle does not state. The
 // caller reads them from the host, so this package stays pure.
@@ -155,7 +167,32 @@ func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 	if err := parseReservedPorts(ann, &st); err != nil {
 		return Settings{}, err
 	}
+	if err := parseSecureExec(ann, &st); err != nil {
+		return Settings{}, err
+	}
 	return st, nil
+}
+
+// parseSecureExec reads io.sandbox.secure-exec and its pool size.
+func parseSecureExec(ann map[string]string, st *Settings) error {
+	st.SecureExecPoolSize = DefaultSecureExecPoolSize
+	if v, ok := ann[api.AnnotationSecureExec]; ok {
+		switch strings.TrimSpace(v) {
+		case "enabled":
+		case "disabled":
+			st.SecureExecDisabled = true
+		default:
+			return &AnnotationError{api.AnnotationSecureExec, v, `want "enabled" or "disabled"`}
+		}
+	}
+	if v, ok := ann[api.AnnotationSecureExecPool]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 || n > MaxSecureExecPoolSize {
+			return &AnnotationError{api.AnnotationSecureExecPool, v, fmt.Sprintf("want an integer from 0 to %d", MaxSecureExecPoolSize)}
+		}
+		st.SecureExecPoolSize = n
+	}
+	return nil
 }
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

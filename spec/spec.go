@@ -15,6 +15,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/sandbox-shim/api"
 )
 
 // ControlPlaneConfig is what Create builds the control plane from.
@@ -32,10 +34,17 @@ type ControlPlaneConfig struct {
 // ControlPlane converts the bundle once into the control plane's container
 // and init, built as runc would build them, with the cgroup split described
 // on ControlPlaneConfig. bundle makes a relative root path absolute.
-func ControlPlane(id, bundle string, s *specs.Spec, paths CgroupPaths) (ControlPlaneConfig, error) {
+// apiDir, when set, is the host directory of the sandbox API's control
+// plane socket, bind-mounted at api.ControlPlaneSocketDir.
+func ControlPlane(id, bundle string, s *specs.Spec, paths CgroupPaths, apiDir string) (ControlPlaneConfig, error) {
 	cfg, err := convert(id, bundle, s)
 	if err != nil {
 		return ControlPlaneConfig{}, err
+	}
+	if apiDir != "" {
+		if err := mountAPI(cfg, apiDir); err != nil {
+			return ControlPlaneConfig{}, err
+		}
 	}
 	// The workspace is built from the same bundle after Start, and cannot
 	// be with a user namespace: refuse now, not at the first exec.
@@ -54,6 +63,30 @@ func ControlPlane(id, bundle string, s *specs.Spec, paths CgroupPaths) (ControlP
 	leaf.Resources = &configs.Resources{Devices: res.Devices, SkipDevices: res.SkipDevices}
 	cfg.Cgroups = &leaf
 	return ControlPlaneConfig{Container: cfg, SandboxResources: res, Init: init}, nil
+}
+
+// mountAPI bind-mounts the API socket's directory into the control plane.
+// It goes into the libcontainer config, not the bundle spec, which the
+// workspace and every secure container are built from: they never get it.
+// Last, so that a bundle tmpfs on /run does not hide it; libcontainer makes
+// the mount point (a rootfs that cannot take /run/sandbox fails Create with
+// libcontainer's error naming it).
+func mountAPI(cfg *configs.Config, apiDir string) error {
+	if !filepath.IsAbs(apiDir) {
+		return fmt.Errorf("sandbox API directory %q is not absolute", apiDir)
+	}
+	for _, m := range cfg.Mounts {
+		if d := filepath.Clean(m.Destination); d == api.ControlPlaneSocketDir || strings.HasPrefix(d, api.ControlPlaneSocketDir+"/") {
+			return fmt.Errorf("bundle mount at %s: that path is the sandbox API's (%s)", m.Destination, api.ControlPlaneSocket)
+		}
+	}
+	cfg.Mounts = append(cfg.Mounts, &configs.Mount{
+		Source:      apiDir,
+		Destination: api.ControlPlaneSocketDir,
+		Device:      "bind",
+		Flags:       unix.MS_BIND | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC,
+	})
+	return nil
 }
 
 // convert builds a libcontainer config from a spec as runc does.

@@ -82,7 +82,7 @@ var testPaths = CgroupPaths{Sandbox: "/default/sb1", Control: "/default/sb1/cont
 func TestControlPlaneGolden(t *testing.T) {
 	s := bundle(t)
 	before := s.Linux.CgroupsPath
-	c, err := ControlPlane("sb1", "/bundle", s, testPaths)
+	c, err := ControlPlane("sb1", "/bundle", s, testPaths, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +103,43 @@ func TestControlPlaneGolden(t *testing.T) {
 	}
 	if !c.Init.Init || !slices.Equal(c.Init.Args, s.Process.Args) {
 		t.Errorf("init process %+v", c.Init)
+	}
+}
+
+// TestControlPlaneAPIMount: the API's directory reaches the control plane
+// alone, at /run/sandbox; the workspace, built from the same bundle (and
+// so every secure container, built by the same code), never has it.
+func TestControlPlaneAPIMount(t *testing.T) {
+	s := bundle(t)
+	dir := api.HostDir("default", "sb1") + "/control-plane"
+	c, err := ControlPlane("sb1", "/bundle", s, testPaths, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := c.Container.Mounts[len(c.Container.Mounts)-1]
+	if last.Source != dir || last.Destination != api.ControlPlaneSocketDir || last.Flags&unix.MS_BIND == 0 ||
+		last.Flags&(unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC) != unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC {
+		t.Errorf("API mount %+v", last)
+	}
+	if len(s.Mounts) > 0 && slices.ContainsFunc(s.Mounts, func(m specs.Mount) bool { return m.Destination == api.ControlPlaneSocketDir }) {
+		t.Error("ControlPlane added the API mount to the bundle spec")
+	}
+	w, err := Workspace("sb1.workspace", "/bundle", s, workspaceOptions(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range w.Mounts {
+		if strings.HasPrefix(m.Source, api.HostRunDir) || strings.HasPrefix(filepath.Clean(m.Destination), api.ControlPlaneSocketDir) {
+			t.Errorf("workspace has the API mount %+v", m)
+		}
+	}
+	// A bundle mount over /run/sandbox would hide the socket: refused.
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/run/sandbox/x", Type: "tmpfs", Source: "tmpfs"})
+	if _, err := ControlPlane("sb1", "/bundle", s, testPaths, dir); err == nil || !strings.Contains(err.Error(), "/run/sandbox") {
+		t.Errorf("bundle mount under /run/sandbox: %v", err)
+	}
+	if _, err := ControlPlane("sb1", "/bundle", bundle(t), testPaths, "relative"); err == nil {
+		t.Error("relative API directory accepted")
 	}
 }
 
@@ -439,6 +476,8 @@ func TestParseSettings(t *testing.T) {
 	}
 	for _, c := range ok {
 		got, err := ParseSettings(c.s, Limits{})
+		// None of these sets it (TestParseSecureExec does).
+		c.want.SecureExecPoolSize = DefaultSecureExecPoolSize
 		if err != nil || !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: got %+v, %v; want %+v", c.name, got, err, c.want)
 		}
@@ -454,6 +493,9 @@ func TestParseSettings(t *testing.T) {
 		{api.AnnotationReservedPorts, "80a"}, {api.AnnotationReservedPorts, "0"}, {api.AnnotationReservedPorts, "65536"},
 		{api.AnnotationReservedPorts, "-1"}, {api.AnnotationReservedPorts, "8080,8080"}, {api.AnnotationReservedPorts, "8080,,8888"},
 		{api.AnnotationReservedPorts, "8080 8888"}, {api.AnnotationReservedPortsUserConnect, "yes"},
+		{api.AnnotationSecureExec, "off"}, {api.AnnotationSecureExec, ""}, {api.AnnotationSecureExec, "Disabled"},
+		{api.AnnotationSecureExecPool, "9"}, {api.AnnotationSecureExecPool, "-1"}, {api.AnnotationSecureExecPool, "two"},
+		{api.AnnotationSecureExecPool, ""}, {api.AnnotationSecureExecPool, "1.5"},
 	}
 	for _, c := range bad {
 		_, err := ParseSettings(withAnn(map[string]string{c.key: c.val}, 0, &gib), Limits{})
@@ -463,6 +505,32 @@ func TestParseSettings(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), c.key) || !strings.Contains(err.Error(), strconv.Quote(c.val)) {
 			t.Errorf("%s=%q: error %q does not name the annotation and value", c.key, c.val, err)
+		}
+	}
+}
+
+// TestParseSecureExec: io.sandbox.secure-exec turns execSecure off (fail
+// closed), its pool size is 0-8 with 2 by default.
+func TestParseSecureExec(t *testing.T) {
+	cases := []struct {
+		ann      map[string]string
+		disabled bool
+		pool     int
+	}{
+		{nil, false, DefaultSecureExecPoolSize},
+		{map[string]string{api.AnnotationSecureExec: "enabled"}, false, 2},
+		{map[string]string{api.AnnotationSecureExec: " disabled "}, true, 2},
+		{map[string]string{api.AnnotationSecureExecPool: "0"}, false, 0},
+		{map[string]string{api.AnnotationSecureExecPool: "8", api.AnnotationSecureExec: "disabled"}, true, 8},
+	}
+	for _, c := range cases {
+		st, err := ParseSettings(&specs.Spec{Annotations: c.ann, Process: &specs.Process{}, Linux: &specs.Linux{}}, Limits{})
+		if err != nil {
+			t.Errorf("%v: %v", c.ann, err)
+			continue
+		}
+		if st.SecureExecDisabled != c.disabled || st.SecureExecPoolSize != c.pool {
+			t.Errorf("%v: disabled %v pool %d, want %v %d", c.ann, st.SecureExecDisabled, st.SecureExecPoolSize, c.disabled, c.pool)
 		}
 	}
 }
@@ -566,7 +634,7 @@ func TestControlPlaneRejectsMalformed(t *testing.T) {
 		"relative mount": {Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{Args: []string{"x"}}, Linux: &specs.Linux{},
 			Mounts: []specs.Mount{{Destination: "relative/path", Type: "tmpfs", Source: "tmpfs"}}},
 	} {
-		if _, err := ControlPlane("id", "/bundle", s, testPaths); err == nil {
+		if _, err := ControlPlane("id", "/bundle", s, testPaths, ""); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

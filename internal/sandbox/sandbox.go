@@ -60,8 +60,9 @@ type Events struct {
 
 // Sandbox is one task.
 type Sandbox struct {
-	ID     string
-	Bundle string
+	ID        string
+	Namespace string
+	Bundle    string
 
 	bundleSpec   *specs.Spec
 	settings     spec.Settings
@@ -101,6 +102,9 @@ type Sandbox struct {
 	started   bool
 	paused    bool
 	execs     map[string]*containerdExec
+
+	api     *API
+	apiOnce sync.Once
 }
 
 // StateRoot is libcontainer's root for a bundle.
@@ -170,7 +174,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		return nil, fail(nil, err)
 	}
 	// Convert everything before touching the host: a bad bundle leaves nothing.
-	controlPlane, err := spec.ControlPlane(cfg.ID, cfg.Bundle, s, paths)
+	controlPlane, err := spec.ControlPlane(cfg.ID, cfg.Bundle, s, paths, api.ControlPlaneHostDir(cfg.Namespace, cfg.ID))
 	if err != nil {
 		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
@@ -195,11 +199,21 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	}()
 	if network.made != nil {
 		// Again, now joining the namespace the shim made.
-		if controlPlane, err = spec.ControlPlane(cfg.ID, cfg.Bundle, network.bundle, paths); err != nil {
+		if controlPlane, err = spec.ControlPlane(cfg.ID, cfg.Bundle, network.bundle, paths, api.ControlPlaneHostDir(cfg.Namespace, cfg.ID)); err != nil {
 			return nil, fail(errdefs.ErrInvalidArgument, err)
 		}
 	}
 	network.handOver(controlPlane, logger)
+	// The control plane's bind mount of the API directory needs it before
+	// its init starts; the API server adds the sockets.
+	if err := prepareHostDir(cfg.Namespace, cfg.ID, s.Process.User); err != nil {
+		return nil, fail(nil, err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = os.RemoveAll(api.HostDir(cfg.Namespace, cfg.ID))
+		}
+	}()
 	if s.Process.User.UID == settings.UID {
 		logger.Warnf("workspace user %d is the control plane's user: same-uid protections (signals, ptrace, /proc, RLIMIT_NPROC) are weaker; set %s", settings.UID, api.AnnotationUser)
 	}
@@ -246,7 +260,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		}
 	}()
 	sb := &Sandbox{
-		ID: cfg.ID, Bundle: cfg.Bundle,
+		ID: cfg.ID, Namespace: cfg.Namespace, Bundle: cfg.Bundle,
 		bundleSpec: s, settings: settings, reaperBinary: reaper, cgroup: cg, cgroupPaths: paths,
 		hostMemory:   hostMemory,
 		controlPlane: c, events: events,
@@ -313,6 +327,7 @@ func (sb *Sandbox) endWithInit() {
 	sb.mu.Unlock()
 	if started {
 		<-ws.ready
+		ws.closeRunner()
 		if ws := ws.container; ws != nil {
 			ws.Kill()
 			ws.WaitStopped(workspaceStopTimeout)
@@ -589,6 +604,9 @@ func (sb *Sandbox) Delete(ctx context.Context) error {
 		sb.resetting.Unlock()
 	}
 	var errs []error
+	if ws := sb.currentWorkspace(); isReady(ws) {
+		ws.closeRunner()
+	}
 	if ws := sb.readyWorkspace(); ws != nil {
 		if err := ws.Destroy(); err != nil {
 			errs = append(errs, err)
@@ -597,16 +615,17 @@ func (sb *Sandbox) Delete(ctx context.Context) error {
 	sb.currentWorkspace().closePlatformPtmx()
 	sb.namespaces.close()
 	sb.reservation.Close()
-	if err := cleanup(sb.ID, sb.Bundle, sb.controlPlane, sb.cgroup); err != nil {
+	if err := cleanup(sb.Namespace, sb.ID, sb.Bundle, sb.controlPlane, sb.cgroup); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 // cleanup removes everything a sandbox left on the host: its containers
-// (killing what still runs), cgroups, state and rootfs mount. Used by Delete
-// and, with nil arguments, by the shim's delete action after a crash.
-func cleanup(id, bundle string, controlPlane *libcontainer.Container, cg *cgroup.Sandbox) error {
+// (killing what still runs), cgroups, state, rootfs mount and API
+// directory (its sockets and audit trail). Used by Delete and, with nil
+// arguments, by the shim's delete action after a crash.
+func cleanup(namespace, id, bundle string, controlPlane *libcontainer.Container, cg *cgroup.Sandbox) error {
 	var errs []error
 	root := StateRoot(bundle)
 	if controlPlane == nil {
@@ -641,6 +660,9 @@ func cleanup(id, bundle string, controlPlane *libcontainer.Container, cg *cgroup
 	if err := os.RemoveAll(root); err != nil {
 		errs = append(errs, err)
 	}
+	if err := removeHostDir(namespace, id); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("sandbox %s: cleanup: %w", id, errors.Join(errs...))
 	}
@@ -656,7 +678,7 @@ func CleanupDead(namespace, id, bundle string) error {
 			cg = c
 		}
 	}
-	return cleanup(id, bundle, nil, cg)
+	return cleanup(namespace, id, bundle, nil, cg)
 }
 
 // bundleCgroups are the sandbox's cgroups as the bundle spec places them.

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/cgroup"
+	"github.com/sandbox-shim/sandbox-shim/internal/secureexec"
 	"github.com/sandbox-shim/sandbox-shim/internal/usercontainer"
 	"github.com/sandbox-shim/sandbox-shim/spec"
 )
@@ -40,6 +41,11 @@ type workspace struct {
 	// ptmx is the platform pty instance's ptmx (platformpty.go).
 	ptmx     *os.File
 	ptmxOnce sync.Once
+	// runner runs execSecure calls in containers below this workspace's
+	// cgroup (secure.go); nil, with runnerErr, when it could not start.
+	runner     *secureexec.Runner
+	runnerErr  error
+	runnerOnce sync.Once
 }
 
 func newWorkspace() *workspace {
@@ -129,6 +135,7 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context, ws *workspace) {
 		return
 	}
 	ws.container = c
+	ws.runner, ws.runnerErr = sb.startRunner(ctx, settings)
 	// The workspace's own memory limit OOMs in its leaf, which the sandbox
 	// cgroup's notifications do not report on cgroup v1 (v2's do).
 	if !cgroup.ParentCountsChildren() {
@@ -197,6 +204,9 @@ func (sb *Sandbox) ResetWorkspace(ctx context.Context) error {
 	sb.workspace = fresh
 	sb.mu.Unlock()
 	begin := time.Now()
+	// Its secure containers sit below the user cgroup the old workspace's
+	// destruction removes: they go first.
+	old.closeRunner()
 	if c := old.container; c != nil {
 		c.Kill()
 		c.WaitStopped(workspaceStopTimeout)

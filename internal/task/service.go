@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +33,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/sandbox-shim/sandbox-shim/internal/apiserver"
 	"github.com/sandbox-shim/sandbox-shim/internal/orphans"
 	"github.com/sandbox-shim/sandbox-shim/internal/process"
 	"github.com/sandbox-shim/sandbox-shim/internal/sandbox"
@@ -65,6 +68,8 @@ type service struct {
 	lifecycle sync.Mutex
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox.Sandbox
+	// apis serve each sandbox's API, from Create to Delete.
+	apis map[string]*apiserver.Server
 	// starting holds, per process being started or created, a gate its
 	// exit event waits for: open once its create or start event was
 	// published (or the call failed), so containerd never sees an exit
@@ -94,6 +99,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		events:    make(chan any, 128),
 		forwarded: make(chan struct{}),
 		sandboxes: map[string]*sandbox.Sandbox{},
+		apis:      map[string]*apiserver.Server{},
 		starting:  map[*process.Process]*eventGate{},
 		creating:  map[string]*eventGate{},
 	}
@@ -107,6 +113,17 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		select {
 		case <-s.forwarded:
 		case <-ctx.Done():
+		}
+		return nil
+	})
+	// A shim going away with sandboxes left (killed by containerd) stops
+	// serving their APIs: calls in flight end, their commands are killed.
+	sd.RegisterCallback(func(context.Context) error {
+		s.mu.Lock()
+		apis := slices.Collect(maps.Values(s.apis))
+		s.mu.Unlock()
+		for _, a := range apis {
+			a.Close()
 		}
 		return nil
 	})
@@ -327,8 +344,23 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
+	// Served from now: the control plane may call it as soon as it starts.
+	uid, gid := sb.ControlPlaneUser()
+	server, err := apiserver.Serve(apiserver.Config{
+		Namespace: ns, SandboxID: r.ID, Backend: sb.API(),
+		ControlPlaneUID: uid, ControlPlaneGID: gid,
+	})
+	if err != nil {
+		if derr := sb.Delete(ctx); derr != nil {
+			log.G(ctx).WithError(derr).WithField("id", r.ID).Warn("remove the sandbox whose API did not start")
+		}
+		<-sb.Init().Done()
+		sb.Init().Close()
+		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
+	}
 	s.mu.Lock()
 	s.sandboxes[r.ID] = sb
+	s.apis[r.ID] = server
 	gate.created = true
 	s.mu.Unlock()
 	pid := uint32(sb.Init().Pid())
@@ -399,7 +431,12 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	init.Close()
 	s.mu.Lock()
 	delete(s.sandboxes, r.ID)
+	server := s.apis[r.ID]
+	delete(s.apis, r.ID)
 	s.mu.Unlock()
+	if server != nil {
+		server.Close()
+	}
 	status, at := init.Exit()
 	s.send(&eventstypes.TaskDelete{
 		ContainerID: r.ID,
