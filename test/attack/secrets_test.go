@@ -714,3 +714,39 @@ func TestSecretAbstractSocket(t *testing.T) {
 	res := secureExec(t, ctx, c, client.Argv(attackerPath, "abstract", squat), client.SecureOptions{Timeout: time.Minute})
 	t.Logf("measured: a secure command connecting to user code's abstract socket @%s: exit %d\n%s", squat, res.ExitCode, res.Stdout)
 }
+
+// TestSecretArgvRedacted: a caller that puts the value in argv as well (it should not) gets
+// it redacted in the audit trail, and it stays off the host's files and out of the
+// workspace (the secure command's argv is in its own PID namespace).
+func TestSecretArgvRedacted(t *testing.T) {
+	ctx := testCtx(t)
+	sb, c := secureSandbox(t, ctx)
+	hunter := sb.startHunter(t, ctx, 2*time.Minute)
+	canary := newCanary(t)
+	res := secureExec(t, ctx, c, client.Argv("/bin/sh", "-c", `[ "$1" = "$SST_CANARY" ] && echo same; sleep 2`, "sh", canary),
+		client.SecureOptions{Env: map[string]string{canaryKey: canary}, Timeout: time.Minute})
+	if !strings.Contains(string(res.Stdout), "same") {
+		t.Fatalf("the command did not get its argv and env: %s %s", res.Stdout, res.Stderr)
+	}
+	stopHunter(t, ctx, hunter, "while the canary was in the secure command's argv")
+	records, err := c.Audit(ctx, 0)
+	if err != nil {
+		t.Fatalf("audit: %v", err)
+	}
+	found := false
+	for _, r := range records {
+		if r.GetCallId() == res.CallID {
+			found = true
+			if !slices.Contains(r.GetArgv(), "[REDACTED]") {
+				t.Errorf("audit argv not redacted: %v", r.GetArgv())
+			}
+		}
+		if strings.Contains(r.String(), canary) {
+			t.Errorf("BREACH: the audit trail holds the canary")
+		}
+	}
+	if !found {
+		t.Errorf("no audit record for call %s", res.CallID)
+	}
+	sb.checkNowhereOnHost(t, canary)
+}
