@@ -17,14 +17,14 @@ HOOK := bin/sandbox-hook
 # The sandbox API's command line.
 SANDBOXCTL := bin/sandboxctl
 
-DEB_PACKAGES := busybox-static libseccomp-dev pkg-config gcc libc6-dev iproute2
+DEB_PACKAGES := busybox-static libseccomp-dev pkg-config gcc libc6-dev iproute2 curl jq
 CONTAINERD_BINS := $(addprefix $(OUT)/bin/,containerd ctr containerd-shim-runc-v2)
 RUNC_BIN := $(OUT)/bin/runc
 
 # Static helper programs put into the test image at /usr/local/bin/<name>:
 # Go package dirs relative to the repo root (e.g. test/cmd/portgrab), built
 # with CGO_ENABLED=0.
-IMAGE_CMDS ?= test/attacker test/agent
+IMAGE_CMDS ?= test/attacker test/agent cmd/sandboxctl
 # Further host files for the image, as SRC:DST: the demo control plane's page.
 IMAGE_ADD ?= test/image/www/index.html:/www/index.html
 IMAGE_CMD_BINS := $(foreach c,$(IMAGE_CMDS),$(OUT)/imagebin/$(notdir $(c)))

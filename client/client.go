@@ -17,9 +17,10 @@
 //
 // A command's non-zero exit is not an error: it is Result.ExitCode. Every
 // error this package returns is a *connect.Error: connect.CodeOf tells
-// InvalidArgument (a bad command, env or option), FailedPrecondition
-// (secure execution unavailable, or isolated=false without the insecure
-// fallback), Unavailable (no sandbox at that socket) and the rest apart.
+// InvalidArgument (a bad command, env or option, isolated=false without
+// the insecure fallback), FailedPrecondition (secure execution
+// unavailable, a command that did not start), Unavailable (no sandbox at
+// that socket) and the rest apart (docs/api.md lists them).
 // A missing socket also matches errors.Is(err, fs.ErrNotExist).
 package client
 

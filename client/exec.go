@@ -76,8 +76,8 @@ type SecureOptions struct {
 	// are dropped unless set here.
 	Env map[string]string
 	// Isolated nil or true runs the command in a container of its own;
-	// false asks to run it as a plain Exec, and is refused unless
-	// AllowInsecureFallback is set too.
+	// false asks to run it as a plain Exec, and is refused
+	// (InvalidArgument) unless AllowInsecureFallback is set too.
 	Isolated *bool
 	Timeout  time.Duration
 	Cwd      string

@@ -29,7 +29,6 @@ func (cli *commandLine) exec(ctx context.Context, args []string, secure bool) (i
 	fs.BoolVar(&sendStdin, "i", false, "")
 	fs.BoolVar(&sendStdin, "stdin", false, "")
 	fs.Var(envFlag{sources: &env}, "env", "")
-	fs.Var(envFlag{sources: &env}, "e", "")
 	if secure {
 		fs.Var(envFlag{sources: &env, file: true}, "env-file", "")
 		fs.BoolVar(&allowFallback, "allow-insecure-fallback", false, "")

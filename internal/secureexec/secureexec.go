@@ -332,14 +332,17 @@ func (r *Runner) Run(ctx context.Context, call Call) (res Result, retErr error) 
 		}
 		go r.destroy(c)
 	}
+	if err != nil {
+		// The reaper's message names the binary or the cwd, which may hold
+		// a value; nothing of it is kept but its redacted text.
+		err = fmt.Errorf("%w: %s", ErrNotStarted, red.text(err.Error()))
+	}
 	// The command has its env (or never will): the shim's copies go now.
 	spec.Clear(req.Secrets)
 	if err != nil {
 		go r.destroy(c)
 		p.Close()
-		// The reaper's message names the binary or the cwd, which may hold
-		// a value; wrap nothing of it but its redacted text.
-		return res, fail(fmt.Errorf("%w: %s", ErrNotStarted, red.text(err.Error())))
+		return res, fail(err)
 	}
 	defer p.Close()
 	var timeout <-chan time.Time

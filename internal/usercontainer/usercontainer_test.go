@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/process"
+	"github.com/sandbox-shim/sandbox-shim/internal/usercontainer/containertest"
 	"github.com/sandbox-shim/sandbox-shim/spec"
 )
 
@@ -46,40 +46,9 @@ type workspace struct {
 
 func newWorkspace(t *testing.T, opts ...func(*Config)) *workspace {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds real containers")
-	}
 	dir := t.TempDir()
-	reaper := filepath.Join(dir, "sandbox-reaper")
-	if out, err := exec.Command("cc", "-static", "-O2", "-o", reaper, "../../libexec/reaper/reaper.c").CombinedOutput(); err != nil {
-		t.Fatalf("build the reaper: %v: %s", err, out)
-	}
-	rootfs := filepath.Join(dir, "bundle", "rootfs")
-	bin := filepath.Join(rootfs, "bin")
-	for _, d := range []string{bin, filepath.Join(rootfs, "proc"), filepath.Join(rootfs, "dev"), filepath.Join(rootfs, "sys"), filepath.Join(rootfs, "tmp")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	busybox, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Fatalf("busybox-static (make apt installs it): %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(bin, "busybox"), busybox, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, applet := range []string{"sh", "id", "cat", "sleep"} {
-		if err := os.Symlink("busybox", filepath.Join(bin, applet)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// TempDir makes 0700 directories: user code must reach its own root.
-	for _, d := range []string{filepath.Join(dir, "bundle"), rootfs} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bundle := filepath.Join(dir, "bundle")
+	bundle, _ := containertest.Rootfs(t, dir, "sh", "id", "cat", "sleep")
+	reaper := containertest.Reaper(t, dir)
 	s := specconv.Example()
 	s.Process.Terminal = false
 	settings, err := spec.ParseSettings(s, spec.Limits{})
@@ -87,7 +56,7 @@ func newWorkspace(t *testing.T, opts ...func(*Config)) *workspace {
 		t.Fatal(err)
 	}
 	parent := fmt.Sprintf("/sst-unit-%d-%s", os.Getpid(), strings.ToLower(t.Name()))
-	t.Cleanup(func() { removeCgroup(parent) })
+	t.Cleanup(func() { containertest.RemoveCgroup(t, parent) })
 	userCgroup := parent + "/user"
 	cfg, err := spec.Workspace("ws", bundle, s, spec.WorkspaceOptions{
 		Settings: settings, NetNS: "/proc/self/ns/net", UTSNS: "/proc/self/ns/uts",
@@ -119,17 +88,6 @@ func newWorkspace(t *testing.T, opts ...func(*Config)) *workspace {
 		}
 	})
 	return &workspace{container: c, settings: settings, base: s.Process, cgroup: userCgroup}
-}
-
-// removeCgroup removes an empty test cgroup from every hierarchy.
-func removeCgroup(p string) {
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", p))
-	if d := filepath.Join("/sys/fs/cgroup", p); exists(d) {
-		dirs = append(dirs, d)
-	}
-	for _, d := range dirs {
-		_ = os.Remove(d)
-	}
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }

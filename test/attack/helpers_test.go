@@ -174,7 +174,8 @@ func (sb *sandbox) cgroupFile(ctrl, name string) string {
 }
 
 // workspacePids lists the host pids in the workspace cgroup and any sub-cgroups the shim
-// makes under it (one per exec).
+// makes under it (one per exec), but not the secure exec containers' (secure-N, each
+// with a reaper and a waiter of its own, below the same user cgroup).
 func (sb *sandbox) workspacePids() []int {
 	for _, ctrl := range []string{"pids", "memory", "freezer", "unified"} {
 		dir, ok := sb.userCg[ctrl]
@@ -183,6 +184,9 @@ func (sb *sandbox) workspacePids() []int {
 		}
 		var pids []int
 		_ = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+			if err == nil && e.IsDir() && p != dir && strings.HasPrefix(e.Name(), "secure-") {
+				return filepath.SkipDir
+			}
 			if err != nil || e.IsDir() || e.Name() != "cgroup.procs" {
 				return nil
 			}

@@ -64,12 +64,17 @@ func RepoRoot() (string, error) {
 // ShimBinary returns the path of bin/containerd-shim-sandbox-v1, or an error
 // telling how to build it. Start does not require it, so runc-only tests run
 // while the shim does not build.
-func ShimBinary() (string, error) {
+func ShimBinary() (string, error) { return RepoBinary(ShimBinaryName) }
+
+// RepoBinary returns the path of bin/NAME that `make build` makes
+// (containerd-shim-sandbox-v1, sandboxctl, ...), or an error telling how
+// to build it.
+func RepoBinary(name string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(root, "bin", ShimBinaryName)
+	p := filepath.Join(root, "bin", name)
 	if _, err := os.Stat(p); err != nil {
 		return "", fmt.Errorf("%s missing (run `make build`): %w", p, err)
 	}
