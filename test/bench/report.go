@@ -240,7 +240,7 @@ func (r *report) printSecure(w io.Writer) {
 	row(fmt.Sprintf("%d concurrent execSecure: each call", secureConcurrency), s.ConcurrentMS, "")
 	tw.Flush()
 	p := s.PoolMemory
-	fmt.Fprintf(w, "\npool memory: pool of %d: shim PSS %s + sandbox cgroup %s; empty pool: %s + %s; per ready container %.0f KiB (shim trees: %s vs %s)\n\n",
+	fmt.Fprintf(w, "\npool memory: pool of %d: shim PSS %s + sandbox cgroup less file cache %s; empty pool: %s + %s; per ready container %.0f KiB (shim trees: %s vs %s)\n\n",
 		p.PoolSize, mib(p.FullShimPSSKiB), mib(p.FullCgroupKiB), mib(p.EmptyShimPSSKiB), mib(p.EmptyCgroupKiB), p.PerContainerKiB,
 		mib(p.FullTreePSSKiB), mib(p.EmptyTreePSSKiB))
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

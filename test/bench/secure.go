@@ -59,11 +59,12 @@ type secureResults struct {
 }
 
 // poolMemory is the memory of ready secure containers. For each sandbox: the shim's own
-// PSS (its bookkeeping of the pool) plus everything charged to the sandbox's memory cgroup
+// PSS (its bookkeeping of the pool) plus what is charged to the sandbox's memory cgroup
 // (memory.usage_in_bytes: the pooled containers' processes, their tmpfs, the kernel memory
-// charged to them, below the user cgroup where each container's leaf is). The processes of
-// the pool are in that cgroup and not counted again. PerContainerKiB is the difference over
-// PoolSize.
+// charged to them, below the user cgroup where each container's leaf is) less the page
+// cache of files (the shared image's pages, charged to whoever read them first; tmpfs
+// stays counted). The processes of the pool are in that cgroup, so their pages are not
+// counted again through their PSS. PerContainerKiB is the difference over PoolSize.
 type poolMemory struct {
 	PoolSize        int   `json:"pool_size"`
 	FullShimPSSKiB  int64 `json:"full_shim_pss_kib"`
@@ -317,7 +318,8 @@ func (b *bench) poolMemory(ctx context.Context) (poolMemory, error) {
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		usage, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", b.d.Namespace, s.id, "memory.usage_in_bytes"))
+		dir := filepath.Join("/sys/fs/cgroup/memory", b.d.Namespace, s.id)
+		usage, err := os.ReadFile(filepath.Join(dir, "memory.usage_in_bytes"))
 		if err != nil {
 			return 0, 0, 0, fmt.Errorf("sandbox memory cgroup of %s: %w", s.id, err)
 		}
@@ -325,6 +327,16 @@ func (b *bench) poolMemory(ctx context.Context) (poolMemory, error) {
 		if err != nil {
 			return 0, 0, 0, err
 		}
+		// File pages of the image are charged to whichever cgroup read them first (the
+		// other sandbox, a pooled container or the workspace): not a container's cost.
+		// tmpfs pages (shmem) count in cache and are one.
+		stat, err := os.ReadFile(filepath.Join(dir, "memory.stat"))
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		cache, _ := fieldBytes(string(stat), "total_cache")
+		shmem, _ := fieldBytes(string(stat), "total_shmem")
+		bytes -= cache - shmem
 		return mem.PSSKiB, bytes >> 10, mem.TreePSSKiB, nil
 	}
 	if m.FullShimPSSKiB, m.FullCgroupKiB, m.FullTreePSSKiB, err = read(full); err != nil {
@@ -336,4 +348,14 @@ func (b *bench) poolMemory(ctx context.Context) (poolMemory, error) {
 	diff := (m.FullShimPSSKiB + m.FullCgroupKiB) - (m.EmptyShimPSSKiB + m.EmptyCgroupKiB)
 	m.PerContainerKiB = round(float64(diff)/float64(m.PoolSize), 1)
 	return m, nil
+}
+
+// fieldBytes reads "name value" from a memory.stat.
+func fieldBytes(stat, name string) (int64, error) {
+	for _, line := range strings.Split(stat, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("memory.stat: no %s", name)
 }
