@@ -159,14 +159,28 @@ func (c *call) run(t *testing.T, r *Runner) Result {
 	return res
 }
 
-// hostProcesses lists host pids whose command line contains word.
-func hostProcesses(word string) []string {
+// hostProcesses lists the host processes of sb's cgroups whose command
+// line contains word: pid, command line, state, parent and cgroup.
+func (sb *sandbox) hostProcesses(word string) []string {
 	var out []string
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(b, []byte(word)) {
-			out = append(out, e.Name())
+		cg, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		if err == nil && bytes.Contains(b, []byte(word)) && bytes.Contains(cg, []byte(sb.userCgroup+"/")) {
+			desc := e.Name() + " " + strings.ReplaceAll(string(b), "\x00", " ")
+			status, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+			for _, line := range strings.Split(string(status), "\n") {
+				if strings.HasPrefix(line, "State:") || strings.HasPrefix(line, "PPid:") || strings.HasPrefix(line, "NSpid:") {
+					desc += " | " + line
+				}
+			}
+			for _, line := range strings.Split(string(cg), "\n") {
+				if strings.Contains(line, ":pids:") {
+					desc += " | " + line
+				}
+			}
+			out = append(out, desc)
 		}
 	}
 	return out
@@ -251,7 +265,7 @@ func TestDaemonsDie(t *testing.T) {
 	if res := c.run(t, r); res.ExitCode != 0 {
 		t.Fatalf("exit %d, output %q", res.ExitCode, c.stdout.String())
 	}
-	if p := hostProcesses("98765"); len(p) > 0 {
+	if p := sb.hostProcesses("98765"); len(p) > 0 {
 		t.Errorf("daemons alive after the call: %v", p)
 	}
 	// Its container's cgroup: gone, or empty until its removal.
@@ -267,7 +281,7 @@ func TestDaemonsDie(t *testing.T) {
 	if d := time.Since(begin); d > time.Second {
 		t.Errorf("call with a daemon holding stdout took %v", d)
 	}
-	if p := hostProcesses("987653"); len(p) > 0 {
+	if p := sb.hostProcesses("987653"); len(p) > 0 {
 		t.Errorf("daemon holding stdout alive after the call: %v", p)
 	}
 
@@ -281,7 +295,7 @@ func TestDaemonsDie(t *testing.T) {
 	if !res.TimedOut || res.ExitCode != 137 || res.Signal != 9 {
 		t.Errorf("timed-out call: %+v", res)
 	}
-	if p := hostProcesses("98765"); len(p) > 0 {
+	if p := sb.hostProcesses("98765"); len(p) > 0 {
 		t.Errorf("processes alive after the timeout: %v", p)
 	}
 }
@@ -301,7 +315,7 @@ func TestCancel(t *testing.T) {
 	if d := time.Since(begin); d > 2*time.Second {
 		t.Errorf("cancelled call returned after %v", d)
 	}
-	if p := hostProcesses("987655"); len(p) > 0 {
+	if p := sb.hostProcesses("987655"); len(p) > 0 {
 		t.Errorf("processes alive after the cancel: %v", p)
 	}
 }
@@ -374,6 +388,15 @@ func TestAudit(t *testing.T) {
 		strings.Join(rec.EnvKeys, ",") != "API_TOKEN,SHORT" || strings.Join(rec.Argv, " ") != "sh -c [REDACTED]" {
 		t.Errorf("audit record %v", &rec)
 	}
+	// Nor any file of the sandbox: libcontainer's state, the rootfs.
+	_ = filepath.WalkDir(sb.dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(value)) {
+				t.Errorf("%s holds the value", p)
+			}
+		}
+		return nil
+	})
 	if got := r.Audit(0); len(got) != 1 || got[0].CallId != "audited" {
 		t.Errorf("Audit(0) = %v", got)
 	}
@@ -545,12 +568,12 @@ func TestCloseKillsEverything(t *testing.T) {
 		res, _ := r.Run(context.Background(), newCall("long", "sh", "-c", "setsid sh -c 'sleep 987656 &'; sleep 987657").Call)
 		done <- res
 	}()
-	waitFor(t, "the call to run", func() bool { return len(hostProcesses("987657")) > 0 })
+	waitFor(t, "the call to run", func() bool { return len(sb.hostProcesses("987657")) > 0 })
 	r.Close()
 	if pids := sb.cgroupPids(t); len(pids) > 0 {
 		t.Errorf("processes left after Close: %v", pids)
 	}
-	if p := hostProcesses("98765"); len(p) > 0 {
+	if p := sb.hostProcesses("98765"); len(p) > 0 {
 		t.Errorf("processes alive after Close: %v", p)
 	}
 	select {
@@ -567,5 +590,20 @@ func TestCloseKillsEverything(t *testing.T) {
 	entries, _ := os.ReadDir(sb.cfg.StateRoot)
 	if len(entries) > 0 {
 		t.Errorf("libcontainer state left after Close: %v", entries)
+	}
+}
+
+// TestWorkdirInHome: an image whose working directory is HOME keeps it
+// (covering HOME would hide the project): HOME is then the private /tmp,
+// so the dotfiles found through $HOME are still not the planted ones.
+func TestWorkdirInHome(t *testing.T) {
+	sb := newSandbox(t)
+	sb.cfg.BundleSpec.Process.Cwd = "/home/user"
+	r := sb.runner(t)
+	c := newCall("workdir", "sh", "-c", `pwd; echo "$HOME"; cat "$HOME/.npmrc" 2>&1; ls -A`)
+	c.run(t, r)
+	out := c.stdout.String()
+	if !strings.HasPrefix(out, "/home/user\n/tmp\n") || strings.Contains(out, "PLANTED-CONTENT") || !strings.Contains(out, ".npmrc") {
+		t.Errorf("workdir in HOME: %q, want cwd /home/user with its files, HOME=/tmp without them", out)
 	}
 }
