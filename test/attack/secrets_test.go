@@ -296,6 +296,18 @@ func TestSecretCanary(t *testing.T) {
 	}
 	os.Remove(probeFile)
 
+	// The hunter must find a canary user code can reach: in the env and memory of a process
+	// of its own exec (sibling execs are other Landlock domains, which may not even read
+	// each other's environ), passed by the API's Exec (never a containerd record).
+	exposed := newCanary(t)
+	control, err := c.Exec(ctx, client.Shell("sleep 3 & exec "+attackerPath+" hunt -for 0"), client.ExecOptions{Env: map[string]string{"EXPOSED": exposed}})
+	if err != nil {
+		t.Fatalf("API exec: %v", err)
+	}
+	if out := string(control.Stdout); control.ExitCode != 1 || !strings.Contains(out, exposed) || !strings.Contains(out, "/environ") || !strings.Contains(out, "/mem") {
+		t.Fatalf("the hunter does not find a canary in a workspace process' env and memory (exit %d):\n%s", control.ExitCode, out)
+	}
+
 	hunter := sb.startHunter(t, ctx, 2*time.Minute)
 	canary := newCanary(t)
 	cmd := client.Shell(`printf %s "$SST_CANARY" | sha256sum
