@@ -1,6 +1,8 @@
 // Command bench compares the sandbox runtime with runc's shim on one private containerd:
 // container start latency, exec latency, the CPU an exec costs the shim (and the processes
-// it reaps), exec throughput with parallel clients, and the memory of an idle container's shim.
+// it reaps), exec throughput with parallel clients, and the memory of an idle container's shim;
+// then execSecure against the API's Exec through the Go client (latency, 20 concurrent calls,
+// CPU per call, memory per ready pooled container: secure.go).
 // Run by `make bench` (go run -tags seccomp ./test/bench).
 package main
 
@@ -33,6 +35,7 @@ type config struct {
 	idleWait time.Duration
 	clients  int
 	window   time.Duration
+	secure   bool
 }
 
 func main() {
@@ -78,6 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.idleWait, "idle", 3*time.Second, "how long the idle container settles before its shim's memory is read")
 	fs.IntVar(&cfg.clients, "clients", 4, "parallel clients in the exec throughput phase")
 	fs.DurationVar(&cfg.window, "window", 10*time.Second, "how long each runtime runs execs in the throughput phase")
+	fs.BoolVar(&cfg.secure, "secure", true, "run the execSecure phase (needs "+harness.SandboxRuntime+")")
 	// Hidden: lets the bench validate itself with runc on both sides.
 	runtimes := fs.String("runtimes", harness.SandboxRuntime+","+harness.RuncRuntime, "")
 	fs.Usage = func() {
@@ -184,6 +188,13 @@ func run(ctx context.Context, cfg config) (rep *report, err error) {
 	mem, err := b.idleMemory(ctx)
 	if err != nil {
 		return nil, err
+	}
+
+	if cfg.secure && slices.Contains(cfg.runtimes[:], harness.SandboxRuntime) {
+		logf("execSecure: latency, CPU, %d concurrent calls, pool memory", secureConcurrency)
+		if rep.Secure, err = b.secureExec(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	for k, rt := range cfg.runtimes {

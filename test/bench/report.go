@@ -14,11 +14,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/sandbox-shim/test/harness"
 )
 
 type stats struct {
 	Median  float64   `json:"median"`
 	P90     float64   `json:"p90"`
+	P99     float64   `json:"p99"`
 	Min     float64   `json:"min"`
 	Max     float64   `json:"max"`
 	Mean    float64   `json:"mean"`
@@ -56,7 +59,22 @@ type report struct {
 	Results  []result  `json:"results"`
 	// Ratios are Runtimes[0] over Runtimes[1], against the targets of the issue.
 	Ratios []ratio `json:"ratios"`
-	Pass   bool    `json:"pass"`
+	// Secure is the execSecure phase (absent when the sandbox runtime is not benched);
+	// Targets are its absolute targets (issue 10).
+	Secure  *secureResults `json:"secure_exec,omitempty"`
+	Targets []target       `json:"targets,omitempty"`
+	Pass    bool           `json:"pass"`
+}
+
+// target is an absolute bound: Value must be at most Limit.
+type target struct {
+	Metric string  `json:"metric"`
+	Unit   string  `json:"unit"`
+	Value  float64 `json:"value"`
+	Limit  float64 `json:"limit"`
+	// Aim is the issue's hoped-for bound, shown beside the limit (0: none).
+	Aim  float64 `json:"aim,omitempty"`
+	Pass bool    `json:"pass"`
 }
 
 func newReport(cfg config) *report {
@@ -89,13 +107,14 @@ func summarize(ds []time.Duration) stats {
 		s.Median = (sorted[n/2-1] + sorted[n/2]) / 2
 	}
 	s.P90 = sorted[int(math.Ceil(0.9*float64(n)))-1] // nearest rank
+	s.P99 = sorted[int(math.Ceil(0.99*float64(n)))-1]
 	s.Min, s.Max = sorted[0], sorted[n-1]
 	for _, v := range ms {
 		s.Mean += v
 	}
 	s.Mean /= float64(n)
 	// Microsecond resolution is all the timer gives; drop the float noise.
-	for _, p := range []*float64{&s.Median, &s.P90, &s.Min, &s.Max, &s.Mean} {
+	for _, p := range []*float64{&s.Median, &s.P90, &s.P99, &s.Min, &s.Max, &s.Mean} {
 		*p = round(*p, 3)
 	}
 	return s
@@ -122,9 +141,35 @@ func (r *report) judge() {
 	add("throughput", fmt.Sprintf("exec throughput (%d clients)", a.Throughput.Clients), a.Throughput.PerSecond, b.Throughput.PerSecond, 1.5, true)
 	add("start", "start latency (median)", a.StartMS.Median, b.StartMS.Median, 0.81, false)
 	add("rss", "shim RSS (idle container)", float64(a.Memory.RSSKiB), float64(b.Memory.RSSKiB), 1.5, false)
+	r.judgeSecure()
 	r.Pass = true
 	for _, x := range r.Ratios {
 		r.Pass = r.Pass && x.Pass
+	}
+	for _, x := range r.Targets {
+		r.Pass = r.Pass && x.Pass
+	}
+}
+
+// judgeSecure sets the targets of issue 10: execSecure's median at most 5 ms (aim 2) and
+// its p99 at most 20 ms above the API exec's, at most 2 MiB per ready container, and per
+// call no more CPU than a runc-shim exec.
+func (r *report) judgeSecure() {
+	s := r.Secure
+	if s == nil {
+		return
+	}
+	add := func(metric, unit string, value, limit, aim float64) {
+		value = round(value, 2)
+		r.Targets = append(r.Targets, target{Metric: metric, Unit: unit, Value: value, Limit: limit, Aim: aim, Pass: value <= limit})
+	}
+	add("execSecure median - API exec median", "ms", s.SecureMS.Median-s.ExecMS.Median, 5, 2)
+	add("execSecure p99 - API exec p99", "ms", s.SecureMS.P99-s.ExecMS.P99, 20, 0)
+	add("memory per ready secure container", "KiB", s.PoolMemory.PerContainerKiB, 2048, 0)
+	for _, x := range r.Results {
+		if x.Runtime == harness.RuncRuntime {
+			add("CPU per execSecure - CPU per runc-shim exec", "ms", s.CPUPerSecureMS-x.CPUPerExecMS, 0, 0)
+		}
 	}
 }
 
@@ -166,6 +211,50 @@ func (r *report) print(w io.Writer) {
 			op = ">="
 		}
 		fmt.Fprintf(tw, "%s\t%.2fx\t%s %.2fx\t%s\n", x.Metric, x.Value, op, x.Target, verdict)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	r.printSecure(w)
+}
+
+// printSecure prints the execSecure phase and its targets.
+func (r *report) printSecure(w io.Writer) {
+	s := r.Secure
+	if s == nil {
+		return
+	}
+	fmt.Fprintf(w, "execSecure and the API's Exec of /bin/true through the Go client, %d interleaved runs each (%s apart):\n\n", len(s.SecureMS.Samples), secureGap)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "call\tmedian\tp90\tp99\tmin\tmax\tCPU/call\t\n")
+	row := func(name string, st stats, cpu string) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, ms(st.Median), ms(st.P90), ms(st.P99), ms(st.Min), ms(st.Max), cpu)
+	}
+	row("execSecure", s.SecureMS, ms(s.CPUPerSecureMS))
+	row("API exec", s.ExecMS, ms(s.CPUPerAPIExecMS))
+	for _, x := range r.Results {
+		if x.Runtime == harness.RuncRuntime {
+			row("ctr task exec (runc shim)", x.ExecMS, ms(x.CPUPerExecMS))
+		}
+	}
+	row(fmt.Sprintf("%d concurrent execSecure: wall", secureConcurrency), s.ConcurrentWallMS, "")
+	row(fmt.Sprintf("%d concurrent execSecure: each call", secureConcurrency), s.ConcurrentMS, "")
+	tw.Flush()
+	p := s.PoolMemory
+	fmt.Fprintf(w, "\npool memory: pool of %d: shim PSS %s + sandbox cgroup less file cache %s; empty pool: %s + %s; per ready container %.0f KiB (shim trees: %s vs %s)\n\n",
+		p.PoolSize, mib(p.FullShimPSSKiB), mib(p.FullCgroupKiB), mib(p.EmptyShimPSSKiB), mib(p.EmptyCgroupKiB), p.PerContainerKiB,
+		mib(p.FullTreePSSKiB), mib(p.EmptyTreePSSKiB))
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "execSecure target\tvalue\tlimit\t\n")
+	for _, x := range r.Targets {
+		verdict := "PASS"
+		if !x.Pass {
+			verdict = "FAIL"
+		}
+		limit := fmt.Sprintf("<= %g %s", x.Limit, x.Unit)
+		if x.Aim > 0 {
+			limit += fmt.Sprintf(" (aim %g)", x.Aim)
+		}
+		fmt.Fprintf(tw, "%s\t%.2f %s\t%s\t%s\n", x.Metric, x.Value, x.Unit, limit, verdict)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
