@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -17,15 +18,20 @@ import (
 // container's own leaf below the workspace's cgroup.
 type SecureExecOptions struct {
 	Workspace WorkspaceOptions
-	// Home is the workspace's HOME (SecureHome): a fresh tmpfs covers it.
-	// "" gives no HOME mount; the command's HOME is then the private /tmp.
-	Home string
+	// Homes are the workspace user's home directories (SecureHome,
+	// PasswdHome): a fresh tmpfs covers each. None: the command's HOME is
+	// the private /tmp.
+	Homes []string
+	// Rootfs, when set, is the host path of the container's own
+	// copy-on-write view of the bundle's rootfs, which the caller made: what
+	// the command writes there stays its own and goes with it.
+	Rootfs string
 }
 
 // secureVariant is how a secure exec's container differs from the
 // workspace: everything else comes from the same code (userContainerSpec).
 type secureVariant struct {
-	home string
+	homes []string
 }
 
 // SecureExecSpec derives a secure exec's container from the bundle spec
@@ -44,14 +50,28 @@ func SecureExecSpec(s *specs.Spec, o SecureExecOptions) (*specs.Spec, error) {
 	if o.Workspace.CgroupPath == "" {
 		return nil, errors.New("secure exec needs a cgroup leaf")
 	}
-	if o.Home != "" && (!path.IsAbs(o.Home) || path.Clean(o.Home) == "/" || path.Clean(o.Home) == "/tmp") {
-		return nil, fmt.Errorf("secure exec HOME %q: not a directory a tmpfs can cover", o.Home)
+	var homes []string
+	for _, h := range o.Homes {
+		if !path.IsAbs(h) || path.Clean(h) == "/" || path.Clean(h) == "/tmp" {
+			return nil, fmt.Errorf("secure exec HOME %q: not a directory a tmpfs can cover", h)
+		}
+		if h = path.Clean(h); !slices.Contains(homes, h) {
+			homes = append(homes, h)
+		}
 	}
-	home := ""
-	if o.Home != "" {
-		home = path.Clean(o.Home)
+	if o.Rootfs != "" && !path.IsAbs(o.Rootfs) {
+		return nil, fmt.Errorf("secure exec rootfs %q is not an absolute path", o.Rootfs)
 	}
-	return userContainerSpec(s, o.Workspace, &secureVariant{home: home})
+	w, err := userContainerSpec(s, o.Workspace, &secureVariant{homes: homes})
+	if err != nil {
+		return nil, err
+	}
+	if o.Rootfs != "" {
+		root := *w.Root
+		root.Path = o.Rootfs
+		w.Root = &root
+	}
+	return w, nil
 }
 
 // SecureExec returns the libcontainer config of one secure exec's container.
@@ -71,17 +91,17 @@ func (v *secureVariant) apply(w *specs.Spec, mounts *workspaceMountConfig, st Se
 	// /tmp and HOME share what the workspace's /tmp alone would get.
 	quarter := tmpfsCap(mounts.caps.Budget / 4)
 	mounts.caps.Tmp = quarter
-	if v.home != "" {
-		mounts.home, mounts.homeCap = v.home, quarter
+	if len(v.homes) > 0 {
+		mounts.homes, mounts.homeCap = v.homes, quarter
 		mounts.homeOwner = Identity{UID: st.UID, GID: st.GID}
 	}
 }
 
 // homeMount is the private HOME: empty, the workspace user's alone.
-func homeMount(c workspaceMountConfig) specs.Mount {
+func homeMount(c workspaceMountConfig, home string) specs.Mount {
 	opts := []string{"nosuid", "nodev", "mode=0700",
 		"uid=" + strconv.FormatUint(uint64(c.homeOwner.UID), 10), "gid=" + strconv.FormatUint(uint64(c.homeOwner.GID), 10)}
-	return specs.Mount{Destination: c.home, Type: "tmpfs", Source: "tmpfs", Options: append(opts, c.homeCap.options()...)}
+	return specs.Mount{Destination: home, Type: "tmpfs", Source: "tmpfs", Options: append(opts, c.homeCap.options()...)}
 }
 
 // SecureHome is the directory a secure exec's private HOME covers: the
@@ -102,6 +122,28 @@ func SecureHome(env []string) string {
 		return ""
 	}
 	return home
+}
+
+// PasswdHome is the home directory of uid in an /etc/passwd, when it is
+// an absolute path other than / and /tmp; else "". Programs that look up
+// their user (ssh's config, getpwuid) read it, not $HOME.
+func PasswdHome(passwd []byte, uid uint32) string {
+	want := strconv.FormatUint(uint64(uid), 10)
+	for _, line := range strings.Split(string(passwd), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) < 7 || f[2] != want {
+			continue
+		}
+		home := f[5]
+		if !path.IsAbs(home) {
+			return ""
+		}
+		if home = path.Clean(home); home == "/" || home == "/tmp" {
+			return ""
+		}
+		return home
+	}
+	return ""
 }
 
 // SecureHomeEnv is the HOME a secure exec's command gets: the private

@@ -16,7 +16,7 @@ import (
 func secureExecOptions(t *testing.T, s *specs.Spec) SecureExecOptions {
 	o := workspaceOptions(t, s)
 	o.CgroupPath = "/default/sb1/user/secure-1"
-	return SecureExecOptions{Workspace: o, Home: "/home/user"}
+	return SecureExecOptions{Workspace: o, Homes: []string{"/home/user"}}
 }
 
 func TestSecureExecSpecGolden(t *testing.T) {
@@ -87,7 +87,7 @@ func TestSecureExecIsWorkspace(t *testing.T) {
 		}
 	}
 	// Without a HOME to cover, none is mounted (HOME is then /tmp).
-	o.Home = ""
+	o.Homes = nil
 	bare, err := SecureExecSpec(s, o)
 	if err != nil {
 		t.Fatal(err)
@@ -96,14 +96,37 @@ func TestSecureExecIsWorkspace(t *testing.T) {
 		t.Errorf("%d mounts without a HOME, want %d", len(bare.Mounts), len(sec.Mounts)-1)
 	}
 	for _, bad := range []string{"/", "relative", "/tmp", "/tmp/"} {
-		o.Home = bad
+		o.Homes = []string{"/home/user", bad}
 		if _, err := SecureExecSpec(s, o); err == nil {
 			t.Errorf("HOME %q accepted", bad)
 		}
 	}
-	o.Home, o.Workspace.CgroupPath = "/home/user", ""
+	// Two homes (the env's and the passwd entry's) are each covered; the
+	// private rootfs replaces the bundle's root.
+	o.Homes, o.Rootfs = []string{"/home/user", "/srv/u", "/home/user/"}, "/run/x/secure-rootfs/sb.secure-1"
+	two, err := SecureExecSpec(s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if two.Root.Path != o.Rootfs || len(two.Mounts) != len(sec.Mounts)+1 {
+		t.Errorf("root %q, %d mounts (want %d)", two.Root.Path, len(two.Mounts), len(sec.Mounts)+1)
+	}
+	o.Rootfs = "relative"
+	if _, err := SecureExecSpec(s, o); err == nil {
+		t.Error("a relative rootfs accepted")
+	}
+	o.Rootfs, o.Workspace.CgroupPath = "", ""
 	if _, err := SecureExecSpec(s, o); err == nil {
 		t.Error("a secure exec without a cgroup leaf accepted")
+	}
+}
+
+func TestPasswdHome(t *testing.T) {
+	passwd := []byte("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\nweird:x:1001:1001::/:/bin/sh\nrel:x:1002:1002::home:/bin/sh\nshort:x:1003\n")
+	for uid, want := range map[uint32]string{0: "/root", 1000: "/home/user", 1001: "", 1002: "", 1003: "", 4242: ""} {
+		if got := PasswdHome(passwd, uid); got != want {
+			t.Errorf("PasswdHome(%d) = %q, want %q", uid, got, want)
+		}
 	}
 }
 

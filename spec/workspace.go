@@ -266,9 +266,9 @@ type workspaceMountConfig struct {
 	// noPlatformPty leaves the platform's devpts instance out: a secure
 	// exec never has a terminal.
 	noPlatformPty bool
-	// home, when set, gets a fresh tmpfs of its own (homeCap, owned by
+	// homes each get a fresh tmpfs of their own (homeCap, owned by
 	// homeOwner): a secure exec's private HOME over the workspace's.
-	home      string
+	homes     []string
 	homeCap   TmpfsCap
 	homeOwner Identity
 }
@@ -323,7 +323,7 @@ func workspaceMounts(in []specs.Mount, c workspaceMountConfig) []specs.Mount {
 		default:
 			continue
 		}
-		if c.home != "" && dst == c.home {
+		if slices.Contains(c.homes, dst) {
 			continue // the private HOME below takes its place
 		}
 		out = append(out, m)
@@ -335,8 +335,8 @@ func workspaceMounts(in []specs.Mount, c workspaceMountConfig) []specs.Mount {
 		out = append(out, specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
 			Options: []string{"nosuid", "nodev", "mode=1777"}})
 	}
-	if c.home != "" {
-		out = append(out, homeMount(c))
+	for _, home := range c.homes {
+		out = append(out, homeMount(c, home))
 	}
 	capTmpfsMounts(out, c)
 	return append(out, specs.Mount{Destination: ReaperPath, Type: "bind", Source: c.reaper,
@@ -351,7 +351,7 @@ func capTmpfsMounts(ms []specs.Mount, c workspaceMountConfig) {
 	caps := c.caps
 	isOther := func(m specs.Mount) bool {
 		dst := path.Clean(m.Destination)
-		return m.Type == "tmpfs" && !isBind(m) && dst != "/tmp" && dst != "/dev/shm" && dst != PlatformPtyDir && dst != c.home
+		return m.Type == "tmpfs" && !isBind(m) && dst != "/tmp" && dst != "/dev/shm" && dst != PlatformPtyDir && !slices.Contains(c.homes, dst)
 	}
 	others := int64(0)
 	for _, m := range ms {

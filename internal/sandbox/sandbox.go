@@ -29,6 +29,7 @@ import (
 	"github.com/sandbox-shim/sandbox-shim/internal/cgroup"
 	"github.com/sandbox-shim/sandbox-shim/internal/process"
 	"github.com/sandbox-shim/sandbox-shim/internal/reserve"
+	"github.com/sandbox-shim/sandbox-shim/internal/secureexec"
 	"github.com/sandbox-shim/sandbox-shim/internal/usercontainer"
 	"github.com/sandbox-shim/sandbox-shim/spec"
 )
@@ -657,6 +658,7 @@ func cleanup(namespace, id, bundle string, controlPlane *libcontainer.Container,
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		errs = append(errs, fmt.Errorf("unmount rootfs: %w", err))
 	}
+	secureexec.CleanupRootfs(root)
 	if err := os.RemoveAll(root); err != nil {
 		errs = append(errs, err)
 	}

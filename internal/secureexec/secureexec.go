@@ -127,10 +127,16 @@ var containerSeq atomic.Uint64
 // Runner runs one sandbox's execSecure calls.
 type Runner struct {
 	cfg Config
-	// home is the directory the private HOME covers ("": HOME is /tmp).
+	// homes are the directories a private HOME covers: the env's HOME and
+	// the workspace user's passwd home; home is the one HOME names ("":
+	// HOME is /tmp).
+	homes []string
 	home  string
-	pool  *pool.Pool[*container]
-	audit *auditTrail
+	// rootfs is the bundle's rootfs, the lower layer of each container's
+	// private one; none for a read-only rootfs, which no one can write.
+	rootfs string
+	pool   *pool.Pool[*container]
+	audit  *auditTrail
 
 	mu       sync.Mutex
 	closed   bool
@@ -144,6 +150,8 @@ type Runner struct {
 type container struct {
 	id     string
 	cgroup string
+	// rootfs is its private view of the bundle's rootfs, if any.
+	rootfs *privateRootfs
 	*usercontainer.Container
 }
 
@@ -154,11 +162,24 @@ func New(ctx context.Context, cfg Config) (*Runner, error) {
 	}
 	r := &Runner{cfg: cfg, live: map[*container]struct{}{}, audit: newAuditTrail(cfg.AuditPath)}
 	r.gone = sync.NewCond(&r.mu)
-	r.home = spec.SecureHome(cfg.BundleSpec.Process.Env)
-	if spec.Within(cfg.BundleSpec.Process.Cwd, r.home) {
-		// Covering HOME would hide the command's own working directory
-		// (images whose WORKDIR is HOME): HOME is the private /tmp then.
-		r.home = ""
+	rootfs := bundleRootfs(cfg.Bundle, cfg.BundleSpec)
+	if root := cfg.BundleSpec.Root; root != nil && !root.Readonly {
+		r.rootfs = rootfs
+	}
+	for _, home := range []string{
+		spec.SecureHome(cfg.BundleSpec.Process.Env),
+		// ssh, getpwuid and the like find HOME here, not in $HOME.
+		spec.PasswdHome(readPasswd(rootfs), cfg.Settings.UID),
+	} {
+		// Covering a HOME holding the command's own working directory
+		// (images whose WORKDIR is HOME) would hide it: left alone then.
+		if home == "" || slices.Contains(r.homes, home) || spec.Within(cfg.BundleSpec.Process.Cwd, home) {
+			continue
+		}
+		r.homes = append(r.homes, home)
+		if r.home == "" {
+			r.home = home
+		}
 	}
 	if cfg.Disabled != "" {
 		return r, nil
@@ -197,12 +218,27 @@ func (r *Runner) build(ctx context.Context) (_ *container, retErr error) {
 	n := strconv.FormatUint(containerSeq.Add(1), 10)
 	c := &container{id: r.cfg.SandboxID + ".secure-" + n, cgroup: path.Join(r.cfg.UserCgroup, "secure-"+n)}
 	st := r.cfg.Settings
+	var rootfsView *privateRootfs
+	if r.rootfs != "" {
+		caps := spec.WorkspaceLeftoverCaps(st.MemoryLimit, r.cfg.HostMemory)
+		v, err := newPrivateRootfs(r.cfg.StateRoot, c.id, r.rootfs, caps.Budget/4)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: secure exec: %w", r.cfg.SandboxID, err)
+		}
+		rootfsView, c.rootfs = v, v
+		defer func() {
+			if retErr != nil {
+				v.release()
+			}
+		}()
+	}
 	cfg, err := spec.SecureExec(c.id, r.cfg.Bundle, r.cfg.BundleSpec, spec.SecureExecOptions{
 		Workspace: spec.WorkspaceOptions{
 			Settings: st, NetNS: r.cfg.NetNS, UTSNS: r.cfg.UTSNS,
 			CgroupPath: c.cgroup, Reaper: r.cfg.Reaper, HostMemory: r.cfg.HostMemory,
 		},
-		Home: r.home,
+		Homes:  r.homes,
+		Rootfs: rootfsView.path(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: secure exec config: %w", r.cfg.SandboxID, err)
@@ -240,6 +276,7 @@ func (r *Runner) destroy(c *container) {
 	if err := c.Destroy(); err != nil {
 		log.L.WithError(err).WithField("id", r.cfg.SandboxID).Warn("destroy secure exec container")
 	}
+	c.rootfs.release()
 	r.mu.Lock()
 	delete(r.live, c)
 	r.gone.Broadcast()
@@ -368,6 +405,8 @@ func (r *Runner) Run(ctx context.Context, call Call) (res Result, retErr error) 
 		log.G(ctx).WithField("id", r.cfg.SandboxID).Warnf("secure exec %s: exit not reported %v after the kill", call.ID, exitReportTimeout)
 	}
 	c.WaitStopped(stopTimeout)
+	// Its writes leave no path on the host once it is dead.
+	c.rootfs.release()
 	status, exitedAt := p.Exit()
 	if exitedAt.IsZero() {
 		exitedAt = time.Now()
@@ -414,8 +453,10 @@ func (r *Runner) request(call Call, keys []string, cwd string) (spec.ExecRequest
 	if !path.IsAbs(cwd) {
 		return spec.ExecRequest{}, fmt.Errorf("%w: cwd %q is not an absolute path", ErrInvalidCall, cwd)
 	}
-	if spec.Within(cwd, r.home) {
-		return spec.ExecRequest{}, fmt.Errorf("%w: cwd %q is in HOME (%s), which a secure exec gets empty and private", ErrInvalidCall, cwd, r.home)
+	for _, home := range r.homes {
+		if spec.Within(cwd, home) {
+			return spec.ExecRequest{}, fmt.Errorf("%w: cwd %q is in HOME (%s), which a secure exec gets empty and private", ErrInvalidCall, cwd, home)
+		}
 	}
 	env := spec.SecureExecEnv(call.ImageEnv, call.SandboxEnv, keys)
 	if !slices.Contains(keys, "HOME") {

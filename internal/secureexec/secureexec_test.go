@@ -607,3 +607,71 @@ func TestWorkdirInHome(t *testing.T) {
 		t.Errorf("workdir in HOME: %q, want cwd /home/user with its files, HOME=/tmp without them", out)
 	}
 }
+
+// TestPrivateRootfs: what the command writes anywhere in the rootfs (a
+// tool caching a credential in /var/tmp, its project dir, /etc) lands in
+// its own copy-on-write layer: not in the bundle's rootfs, which the
+// workspace and the host see, and not in the next call's; nothing of it
+// stays mounted once the runner closed.
+func TestPrivateRootfs(t *testing.T) {
+	sb := newSandbox(t)
+	sb.cfg.BundleSpec.Root.Readonly = false
+	r := sb.runner(t)
+	if err := os.MkdirAll(filepath.Join(sb.rootfs, "var/tmp"), 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(sb.rootfs, "var/tmp"), 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	c := newCall("write", "sh", "-c", `echo "$CANARY" > /var/tmp/token && cat /var/tmp/token && ls -ld /`)
+	c.Secrets = []spec.EnvVar{secret("CANARY", "canary-rootfs-51c2")}
+	if res := c.run(t, r); res.ExitCode != 0 || !strings.Contains(c.stdout.String(), "canary-rootfs-51c2") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", res.ExitCode, c.stdout.String(), c.stderr.String())
+	}
+	if b, err := os.ReadFile(filepath.Join(sb.rootfs, "var/tmp/token")); err == nil {
+		t.Errorf("the secure command's write reached the shared rootfs: %q", b)
+	}
+	next := newCall("read", "sh", "-c", "cat /var/tmp/token 2>&1; true")
+	next.run(t, r)
+	if strings.Contains(next.stdout.String(), "canary") {
+		t.Errorf("the next call saw the last one's write: %q", next.stdout.String())
+	}
+	// Close destroys the pool: no private rootfs stays mounted.
+	r.Close()
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if dir := filepath.Join(sb.cfg.StateRoot, RootfsDirName); strings.Contains(string(mounts), dir) {
+		t.Errorf("a private rootfs is still mounted under %s after Close", dir)
+	}
+}
+
+// TestPasswdHomeCovered: with no HOME in the image's env, the workspace
+// user's passwd home (what ssh and getpwuid read) is covered all the same,
+// and HOME names it.
+func TestPasswdHomeCovered(t *testing.T) {
+	sb := newSandbox(t)
+	passwd := "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n"
+	if err := os.MkdirAll(filepath.Join(sb.rootfs, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sb.rootfs, "etc/passwd"), []byte(passwd), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, e := range bundleEnv {
+		if !strings.HasPrefix(e, "HOME=") {
+			env = append(env, e)
+		}
+	}
+	sb.cfg.BundleSpec.Process.Env = env
+	r := sb.runner(t)
+	c := newCall("pwhome", "sh", "-c", `echo "HOME=$HOME"; cat /home/user/.npmrc 2>&1; ls -A /home/user`)
+	c.ImageEnv = env
+	c.run(t, r)
+	out := c.stdout.String()
+	if strings.Contains(out, "PLANTED-CONTENT") || strings.Contains(out, ".gitconfig") {
+		t.Errorf("the passwd home's planted files are visible:\n%s", out)
+	}
+	if !strings.HasPrefix(out, "HOME=/home/user\n") {
+		t.Errorf("HOME: %q, want /home/user", out)
+	}
+}
