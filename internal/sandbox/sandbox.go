@@ -658,7 +658,7 @@ func cleanup(namespace, id, bundle string, controlPlane *libcontainer.Container,
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		errs = append(errs, fmt.Errorf("unmount rootfs: %w", err))
 	}
-	secureexec.CleanupRootfs(root)
+	secureexec.Cleanup(root)
 	if err := os.RemoveAll(root); err != nil {
 		errs = append(errs, err)
 	}

@@ -135,8 +135,11 @@ type Runner struct {
 	// rootfs is the bundle's rootfs, the lower layer of each container's
 	// private one; none for a read-only rootfs, which no one can write.
 	rootfs string
-	pool   *pool.Pool[*container]
-	audit  *auditTrail
+	// stateDir holds its containers' libcontainer state and rootfs mount
+	// points (a tmpfs, see newStateDir).
+	stateDir string
+	pool     *pool.Pool[*container]
+	audit    *auditTrail
 
 	mu       sync.Mutex
 	closed   bool
@@ -184,6 +187,9 @@ func New(ctx context.Context, cfg Config) (*Runner, error) {
 	if cfg.Disabled != "" {
 		return r, nil
 	}
+	if r.stateDir = newStateDir(cfg.StateRoot); r.stateDir == "" {
+		r.stateDir = cfg.StateRoot
+	}
 	r.pool = pool.New(pool.Config[*container]{
 		Size:    max(cfg.PoolSize, 0),
 		Build:   r.build,
@@ -221,7 +227,7 @@ func (r *Runner) build(ctx context.Context) (_ *container, retErr error) {
 	var rootfsView *privateRootfs
 	if r.rootfs != "" {
 		caps := spec.WorkspaceLeftoverCaps(st.MemoryLimit, r.cfg.HostMemory)
-		v, err := newPrivateRootfs(r.cfg.StateRoot, c.id, r.rootfs, caps.Budget/4)
+		v, err := newPrivateRootfs(r.stateDir, c.id, r.rootfs, caps.Budget/4)
 		if err != nil {
 			return nil, fmt.Errorf("sandbox %s: secure exec: %w", r.cfg.SandboxID, err)
 		}
@@ -248,7 +254,7 @@ func (r *Runner) build(ctx context.Context) (_ *container, retErr error) {
 		return nil, fmt.Errorf("sandbox %s: secure exec reaper: %w", r.cfg.SandboxID, err)
 	}
 	uc, err := usercontainer.Create(ctx, usercontainer.Config{
-		SandboxID: r.cfg.SandboxID, ID: c.id, StateRoot: r.cfg.StateRoot,
+		SandboxID: r.cfg.SandboxID, ID: c.id, StateRoot: r.stateDir,
 		Container: cfg, Reaper: reaper,
 		Waiter:  func() (*libcontainer.Process, error) { return spec.WaiterProcess(st, r.cfg.BundleSpec.Process) },
 		OneExec: true,
@@ -533,6 +539,10 @@ func (r *Runner) Close() {
 		r.mu.Unlock()
 	})
 	defer stop.Stop()
+	// Once they are gone (or given up on): their state and rootfs views.
+	if r.stateDir != r.cfg.StateRoot {
+		defer releaseStateDir(r.stateDir)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for len(r.live) > 0 || r.building > 0 {
