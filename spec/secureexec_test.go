@@ -254,3 +254,27 @@ func bothSpecs(t *testing.T, s *specs.Spec, o SecureExecOptions) (secure, worksp
 	}
 	return secure, workspace
 }
+
+// TestSecureExecNoCgroupfs: the workspace keeps the bundle's cgroup
+// filesystem (read-only); a secure exec gets none.
+func TestSecureExecNoCgroupfs(t *testing.T) {
+	s := bundle(t)
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}})
+	has := func(w *specs.Spec) bool {
+		return slices.ContainsFunc(w.Mounts, func(m specs.Mount) bool { return m.Type == "cgroup" || m.Destination == "/sys/fs/cgroup" })
+	}
+	ws, err := WorkspaceSpec(s, workspaceOptions(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !has(ws) {
+		t.Error("the workspace lost the bundle's cgroupfs")
+	}
+	sec, err := SecureExecSpec(s, secureExecOptions(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if has(sec) {
+		t.Error("a secure exec got the cgroupfs")
+	}
+}

@@ -266,6 +266,8 @@ type workspaceMountConfig struct {
 	// noPlatformPty leaves the platform's devpts instance out: a secure
 	// exec never has a terminal.
 	noPlatformPty bool
+	// noCgroupfs leaves the cgroup filesystem out (a secure exec).
+	noCgroupfs bool
 	// homes each get a fresh tmpfs of their own (homeCap, owned by
 	// homeOwner): a secure exec's private HOME over the workspace's.
 	homes     []string
@@ -296,6 +298,8 @@ func workspaceMounts(in []specs.Mount, c workspaceMountConfig) []specs.Mount {
 			m.Options = ptyMax(m.Options)
 		}
 		switch {
+		case c.noCgroupfs && (m.Type == "cgroup" || m.Type == "cgroup2" || dst == "/sys/fs/cgroup"):
+			continue
 		case controlPlaneMount(m):
 			// The sandbox API is the control plane's alone, whatever the
 			// annotations say.
