@@ -20,8 +20,7 @@ const MaxRequestBytes = 8 << 20
 // carries secrets) and never quotes the request in an error.
 //
 // What it cannot clear: the decoded message itself (the sandbox clears
-// the ExecSecure env values once the command has them), a compressed
-// request's compressed bytes, bytes still in the HTTP server's read buffer
+// the ExecSecure env values once the command has them), bytes still in the HTTP server's read buffer
 // and the kernel's socket buffers, and, for JSON only, the base64 strings
 // protojson makes of bytes values while decoding: Go strings stay in the
 // heap until collected. Secrets are best sent as protobuf (the Go client

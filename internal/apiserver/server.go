@@ -131,6 +131,9 @@ func Serve(cfg Config) (_ *Server, retErr error) {
 func handlerOptions(sandboxID string) []connect.HandlerOption {
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(MaxRequestBytes),
+		// No gzip: on a local socket it only costs CPU, and a compressed
+		// request would leave a copy of its secrets the codec cannot clear.
+		connect.WithCompression("gzip", nil, nil),
 		// A panic in one call fails that call, not the shim and its other
 		// sandboxes. The panic value may hold a request: not logged.
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, _ any) error {

@@ -265,3 +265,19 @@ func TestRequestLimit(t *testing.T) {
 		t.Errorf("oversized request: %v", err)
 	}
 }
+
+// TestNoCompression: a gzip-compressed request is refused (it would leave
+// a compressed copy of its secrets), and answers are never compressed.
+func TestNoCompression(t *testing.T) {
+	_, dir := serve(t, &backend{})
+	host := filepath.Join(dir, api.SocketName)
+	c := sandboxv1connect.NewSandboxServiceClient(&http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", host)
+		},
+	}}, "http://sandbox", connect.WithSendGzip())
+	_, err := c.SetEnvVars(context.Background(), connect.NewRequest(&sandboxv1.SetEnvVarsRequest{Vars: map[string]string{"A": strings.Repeat("x", 4096)}}))
+	if connect.CodeOf(err) != connect.CodeUnimplemented {
+		t.Fatalf("gzip request: %v, want unimplemented", err)
+	}
+}
