@@ -35,11 +35,16 @@ type API struct {
 	// envMu guards env, the sandbox's env vars (SetEnvVars).
 	envMu sync.Mutex
 	env   map[string]string
+	// audit is the sandbox's audit trail: every workspace's runner and
+	// the insecure fallback write to it, so it outlives resets.
+	audit *secureexec.AuditTrail
 }
 
 // API returns the sandbox's API backend.
 func (sb *Sandbox) API() *API {
-	sb.apiOnce.Do(func() { sb.api = &API{sb: sb, env: map[string]string{}} })
+	sb.apiOnce.Do(func() {
+		sb.api = &API{sb: sb, env: map[string]string{}, audit: secureexec.NewAuditTrail(auditPath(sb.Namespace, sb.ID))}
+	})
 	return sb.api
 }
 
@@ -99,8 +104,10 @@ func (a *API) envKeys() []string {
 type workspaceRun struct {
 	id   string
 	args []string
-	// env goes over the image's env and the sandbox's env vars.
+	// env goes over the image's env and the sandbox's env vars, and
+	// secrets (the insecure fallback's) over all of them, as bytes.
 	env            []string
+	secrets        []spec.EnvVar
 	cwd            string
 	timeout        time.Duration
 	stdin          []byte
@@ -144,8 +151,18 @@ func (a *API) runInWorkspace(ctx context.Context, run workspaceRun) (workspaceRe
 		return workspaceResult{}, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	req.Env = spec.MergeEnv(req.Env, a.sandboxEnv(), run.env)
+	if len(run.secrets) > 0 {
+		// The insecure fallback's values go as bytes, as a secure exec's.
+		req.Env = slices.DeleteFunc(req.Env, func(e string) bool {
+			k, _, _ := strings.Cut(e, "=")
+			return slices.ContainsFunc(run.secrets, func(v spec.EnvVar) bool { return v.Name == k })
+		})
+		req.Secrets = run.secrets
+	}
 	// Refuse what no waiter could run before one is taken.
-	if _, err := req.Encode(); err != nil {
+	probe, err := req.Encode()
+	clear(probe)
+	if err != nil {
 		return workspaceResult{}, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	sb.buildWorkspaceNow()
@@ -280,21 +297,33 @@ func (a *API) ExecSecure(ctx context.Context, call api.SecureExecCall) (*sandbox
 	if !isolated && !req.AllowInsecureFallback {
 		return fail(fmt.Errorf("%w: isolated=false runs the command in the workspace, where user code can read its env: set allow_insecure_fallback as well to accept that", errdefs.ErrInvalidArgument))
 	}
-	if !sb.Started() {
+	switch {
+	case !sb.Started():
 		return fail(fmt.Errorf("%w: task not started", errdefs.ErrFailedPrecondition))
+	case sb.stopped():
+		return fail(fmt.Errorf("%w: task is stopped", errdefs.ErrFailedPrecondition))
+	case sb.Paused():
+		return fail(fmt.Errorf("%w: sandbox is paused", errdefs.ErrFailedPrecondition))
 	}
 	sb.buildWorkspaceNow()
 	ws, err := sb.waitWorkspace(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	var unavailable []string
-	if !isolated {
-		unavailable = []string{"the call asked for isolated=false"}
-	} else if reasons := runnerUnavailable(ws); len(reasons) > 0 {
-		unavailable = reasons
+	// The fallback is for a sandbox where secure execution is off or could
+	// not start at all. A failure to build a secure container is never a
+	// reason for it: user code can cause one (filling the workspace's pids
+	// or memory) to have the call's env run where it can read it.
+	var fallbackReason string
+	switch {
+	case !isolated:
+		fallbackReason = "the call asked for isolated=false"
+	case sb.settings.SecureExecDisabled:
+		fallbackReason = fmt.Sprintf("disabled for this sandbox by %s=disabled", api.AnnotationSecureExec)
+	case ws.runner == nil:
+		fallbackReason = strings.Join(runnerUnavailable(ws), "; ")
 	}
-	if len(unavailable) == 0 {
+	if fallbackReason == "" {
 		res, err := ws.runner.Run(ctx, secureexec.Call{
 			ID: id, Caller: call.Caller, Args: args,
 			ImageEnv: a.imageEnv(), SandboxEnv: a.sandboxEnv(), Secrets: vars,
@@ -309,25 +338,21 @@ func (a *API) ExecSecure(ctx context.Context, call api.SecureExecCall) (*sandbox
 			}
 			return e, nil
 		case errors.Is(err, secureexec.ErrUnavailable):
-			unavailable = []string{err.Error()}
-			// Run cleared its copies: the request still has the values.
-			if vars, err = secrets(req.Env); err != nil {
-				return fail(err)
-			}
-			defer spec.Clear(vars)
+			return fail(fmt.Errorf("%w: %w (no insecure fallback for a secure container that could not be built: user code can cause that)", errdefs.ErrUnavailable, err))
 		case errors.Is(err, secureexec.ErrInvalidCall):
 			return fail(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
 		case errors.Is(err, secureexec.ErrNotStarted):
 			return fail(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
+		case errors.Is(err, secureexec.ErrAborted):
+			return fail(fmt.Errorf("%w: %w", errdefs.ErrAborted, err))
 		default:
 			return fail(err)
 		}
 	}
-	reason := strings.Join(unavailable, "; ")
 	if !req.AllowInsecureFallback {
-		return fail(fmt.Errorf("%w: secure execution unavailable: %s (a call may set allow_insecure_fallback to run as a plain exec, where user code can read its env)", errdefs.ErrFailedPrecondition, reason))
+		return fail(fmt.Errorf("%w: secure execution unavailable: %s (a call may set allow_insecure_fallback to run as a plain exec, where user code can read its env)", errdefs.ErrFailedPrecondition, fallbackReason))
 	}
-	return a.insecureFallback(ctx, ws, id, call, args, vars, reason)
+	return a.insecureFallback(ctx, id, call, args, vars, fallbackReason)
 }
 
 // runnerUnavailable says why ws's runner cannot run a call, if so.
@@ -361,62 +386,40 @@ const insecureFallbackWarning = "insecure fallback: the command ran as a plain e
 
 // insecureFallback runs an execSecure call as an Exec: logged (keys only),
 // audited with isolated=false, and said in the Exit.
-func (a *API) insecureFallback(ctx context.Context, ws *workspace, id string, call api.SecureExecCall, args []string, vars []spec.EnvVar, reason string) (*sandboxv1.Exit, error) {
+func (a *API) insecureFallback(ctx context.Context, id string, call api.SecureExecCall, args []string, vars []spec.EnvVar, reason string) (*sandboxv1.Exit, error) {
 	sb := a.sb
 	req := call.Request
 	keys := make([]string, 0, len(vars))
-	env := make([]string, 0, len(vars))
 	for _, v := range vars {
 		keys = append(keys, v.Name)
-		// A Go string cannot be cleared: the exec request needs one.
-		env = append(env, v.Name+"="+string(v.Value))
 	}
 	log.G(ctx).WithField("id", sb.ID).WithField("call", id).WithField("env_keys", keys).
 		Warnf("execSecure ran without isolation (insecure fallback asked for: %s): its env keys are visible to user code", reason)
 	begin := time.Now()
 	res, runErr := a.runInWorkspace(ctx, workspaceRun{
-		id: id, args: args, env: env, cwd: req.Cwd, timeout: req.Timeout.AsDuration(),
+		id: id, args: args, secrets: vars, cwd: req.Cwd, timeout: req.Timeout.AsDuration(),
 		stdin: req.Stdin, stdout: call.Stdout, stderr: call.Stderr,
 	})
 	rec := &sandboxv1.AuditRecord{
 		Time: timestamppb.New(begin), Namespace: sb.Namespace, SandboxId: sb.ID, CallId: id,
-		Argv: redact(args, vars), EnvKeys: keys, Cwd: req.Cwd, Duration: durationpb.New(time.Since(begin)),
-		Caller: call.Caller, Isolated: false,
+		Argv: secureexec.Redact(args, vars), EnvKeys: keys, Cwd: secureexec.RedactText(req.Cwd, vars),
+		Duration: durationpb.New(time.Since(begin)), Caller: call.Caller, Isolated: false,
 	}
 	if runErr != nil {
-		rec.Error = redact([]string{runErr.Error()}, vars)[0]
+		rec.Error = secureexec.RedactText(runErr.Error(), vars)
 	} else {
 		e := exitOf(id, res, false)
 		rec.ExitCode, rec.Signal, rec.TimedOut = e.ExitCode, e.Signal, e.TimedOut
 	}
-	if ws.runner != nil {
-		ws.runner.Record(rec)
-	} else {
-		log.G(ctx).WithField("id", sb.ID).WithField("call", id).Warn("no audit trail for the insecure fallback: the secure execution runner did not start")
+	if err := a.audit.Add(rec); err != nil {
+		log.G(ctx).WithError(err).WithField("id", sb.ID).Warn("audit trail")
 	}
 	if runErr != nil {
-		return nil, fmt.Errorf("sandbox %s: execSecure %s: %w", sb.ID, id, runErr)
+		return nil, fmt.Errorf("sandbox %s: execSecure %s: %s", sb.ID, id, rec.Error)
 	}
 	e := exitOf(id, res, false)
 	e.Warnings = append(e.Warnings, fmt.Sprintf(insecureFallbackWarning, reason))
 	return e, nil
-}
-
-// redacted replaces a secret value wherever it appears in the audit trail.
-const redacted = "[REDACTED]"
-
-// redact replaces every value of vars found in words.
-func redact(words []string, vars []spec.EnvVar) []string {
-	out := slices.Clone(words)
-	for i, w := range out {
-		for _, v := range vars {
-			if len(v.Value) > 0 && strings.Contains(w, string(v.Value)) {
-				w = strings.ReplaceAll(w, string(v.Value), redacted)
-			}
-		}
-		out[i] = w
-	}
-	return out
 }
 
 // secretWarning is SetEnvVars' warning for a secret-looking key.
@@ -460,12 +463,7 @@ func (a *API) SetEnvVars(ctx context.Context, req *sandboxv1.SetEnvVarsRequest) 
 	return resp, nil
 }
 
-// Audit returns the audit trail of the current workspace's runner (the
-// file it keeps outlives resets).
+// Audit returns the sandbox's audit trail, across workspace resets.
 func (a *API) Audit(ctx context.Context, limit int) ([]*sandboxv1.AuditRecord, error) {
-	ws := a.sb.currentWorkspace()
-	if !isReady(ws) || ws.runner == nil {
-		return nil, nil
-	}
-	return ws.runner.Audit(limit), nil
+	return a.audit.Last(limit), nil
 }

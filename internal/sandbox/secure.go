@@ -30,6 +30,7 @@ func (sb *Sandbox) startRunner(ctx context.Context, settings spec.Settings) (*se
 		HostMemory: sb.hostMemory,
 		PoolSize:   settings.SecureExecPoolSize,
 		AuditPath:  auditPath(sb.Namespace, sb.ID),
+		Audit:      sb.API().audit,
 	}
 	if settings.SecureExecDisabled {
 		cfg.Disabled = fmt.Sprintf("disabled for this sandbox by %s=disabled", api.AnnotationSecureExec)

@@ -18,20 +18,53 @@ import (
 // auditKept is how many records Audit can return; the file keeps all.
 const auditKept = 1000
 
-// auditTrail is the sandbox's record of secure executions: one protojson
-// line per call appended to a root-only file, the last auditKept in memory.
-type auditTrail struct {
+// maxAuditFile is the audit file's size at which it is rotated (one
+// previous file, .1, is kept): the file sits on the host's /run.
+const maxAuditFile = 16 << 20
+
+// maxAuditArgv bounds the argv a record keeps; what is cut is said.
+const maxAuditArgv = 4 << 10
+
+// AuditTrail is a sandbox's record of secure executions: one protojson
+// line per call appended to a root-only file, the last auditKept in
+// memory. One per sandbox, shared by the runners of its workspaces, so a
+// workspace reset keeps it.
+type AuditTrail struct {
 	path string
 
 	mu      sync.Mutex
 	records []*sandboxv1.AuditRecord
 }
 
-func newAuditTrail(path string) *auditTrail { return &auditTrail{path: path} }
+// NewAuditTrail keeps its file at path ("": memory only).
+func NewAuditTrail(path string) *AuditTrail { return &AuditTrail{path: path} }
+
+// Add records one call (Runner.Run does for its calls; the sandbox for a
+// call that took the insecure fallback). Records hold keys, never values:
+// redact argv and errors before (Redact).
+func (a *AuditTrail) Add(rec *sandboxv1.AuditRecord) error {
+	capArgv(rec)
+	return a.add(rec)
+}
+
+// Last returns the most recent limit records, oldest first (0: all kept).
+func (a *AuditTrail) Last(limit int) []*sandboxv1.AuditRecord { return a.last(limit) }
+
+// capArgv cuts a record's argv to maxAuditArgv bytes, saying so.
+func capArgv(rec *sandboxv1.AuditRecord) {
+	total := 0
+	for i, w := range rec.Argv {
+		if total+len(w) > maxAuditArgv {
+			rec.Argv = append(rec.Argv[:i:i], fmt.Sprintf("[%d more words cut]", len(rec.Argv)-i))
+			return
+		}
+		total += len(w)
+	}
+}
 
 // add keeps rec and appends it to the file. Records hold keys, never
 // values: Run redacts argv and errors before they get here.
-func (a *auditTrail) add(rec *sandboxv1.AuditRecord) error {
+func (a *AuditTrail) add(rec *sandboxv1.AuditRecord) error {
 	line, err := protojson.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode audit record: %w", err)
@@ -54,6 +87,9 @@ func (a *auditTrail) add(rec *sandboxv1.AuditRecord) error {
 	if err := os.MkdirAll(filepath.Dir(a.path), 0o700); err != nil {
 		return fmt.Errorf("audit directory: %w", err)
 	}
+	if st, err := os.Stat(a.path); err == nil && st.Size()+int64(compact.Len()) > maxAuditFile {
+		_ = os.Rename(a.path, a.path+".1")
+	}
 	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("open audit file: %w", err)
@@ -63,7 +99,7 @@ func (a *auditTrail) add(rec *sandboxv1.AuditRecord) error {
 }
 
 // last returns the most recent limit records, oldest first (0: all kept).
-func (a *auditTrail) last(limit int) []*sandboxv1.AuditRecord {
+func (a *AuditTrail) last(limit int) []*sandboxv1.AuditRecord {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := len(a.records)
@@ -79,6 +115,14 @@ const redactedWord = "[REDACTED]"
 // minRedacted is the shortest value redacted: shorter ones ("1", "on")
 // would blank out half of every command line.
 const minRedacted = 4
+
+// Redact is argv with every word that holds a value (of at least
+// minRedacted bytes) of vars replaced: for audit records and logs. It
+// never makes a string of a value.
+func Redact(argv []string, vars []spec.EnvVar) []string { return newRedactor(vars).argv(argv) }
+
+// RedactText is s with every value of vars replaced.
+func RedactText(s string, vars []spec.EnvVar) string { return newRedactor(vars).text(s) }
 
 // redactor hides a call's values in what the shim shows of the call. It
 // holds the call's own slices (cleared with them), never strings of them.

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/containerd/log"
@@ -57,6 +58,9 @@ type Config struct {
 	PoolSize int
 	// AuditPath is the audit file (one JSON line per call).
 	AuditPath string
+	// Audit is the sandbox's audit trail, shared by its runners; nil makes
+	// one at AuditPath.
+	Audit *AuditTrail
 	// Disabled, when set, says why secure execution is off for this
 	// sandbox (io.sandbox.secure-exec=disabled): no pool is built,
 	// Available is false with this reason and Run fails with
@@ -102,6 +106,8 @@ var ErrUnavailable = errors.New("secure execution unavailable")
 var (
 	ErrInvalidCall = errors.New("invalid secure exec call")
 	ErrNotStarted  = errors.New("secure exec command did not start")
+	// ErrAborted: the call was killed by the runner's Close.
+	ErrAborted = errors.New("secure exec aborted")
 )
 
 // Timeouts of a container's end: the exit report waits for the output
@@ -139,7 +145,7 @@ type Runner struct {
 	// points (a tmpfs, see newStateDir).
 	stateDir string
 	pool     *pool.Pool[*container]
-	audit    *auditTrail
+	audit    *AuditTrail
 
 	mu       sync.Mutex
 	closed   bool
@@ -163,7 +169,10 @@ func New(ctx context.Context, cfg Config) (*Runner, error) {
 	if cfg.BundleSpec == nil || cfg.BundleSpec.Process == nil {
 		return nil, fmt.Errorf("sandbox %s: secure exec: no bundle process", cfg.SandboxID)
 	}
-	r := &Runner{cfg: cfg, live: map[*container]struct{}{}, audit: newAuditTrail(cfg.AuditPath)}
+	if cfg.Audit == nil {
+		cfg.Audit = NewAuditTrail(cfg.AuditPath)
+	}
+	r := &Runner{cfg: cfg, live: map[*container]struct{}{}, audit: cfg.Audit}
 	r.gone = sync.NewCond(&r.mu)
 	rootfs := bundleRootfs(cfg.Bundle, cfg.BundleSpec)
 	if root := cfg.BundleSpec.Root; root != nil && !root.Readonly {
@@ -333,6 +342,11 @@ func (r *Runner) Run(ctx context.Context, call Call) (res Result, retErr error) 
 		Argv: red.argv(call.Args), EnvKeys: keys, Cwd: red.text(r.cwd(call.Cwd)), Caller: call.Caller, Isolated: true,
 	}
 	defer func() {
+		if retErr != nil {
+			// An error names what the call gave (its cwd, its command):
+			// never a value of its env, wherever the error goes.
+			retErr = redactedError{err: retErr, text: red.text(retErr.Error())}
+		}
 		rec.Duration = durationpb.New(res.Duration)
 		rec.ExitCode, rec.Signal, rec.TimedOut = int32(res.ExitCode), int32(res.Signal), res.TimedOut
 		if retErr != nil {
@@ -426,8 +440,26 @@ func (r *Runner) Run(ctx context.Context, call Call) (res Result, retErr error) 
 	if ctxErr != nil {
 		return res, fail(fmt.Errorf("cancelled, its container killed: %w", ctxErr))
 	}
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed && !res.TimedOut && res.Signal == int(syscall.SIGKILL) {
+		// Killed by Close (a workspace reset, the sandbox going away), not
+		// ended by itself: its status is that kill's.
+		return res, fail(fmt.Errorf("%w: its container was killed: the workspace was reset or the sandbox is going away", ErrAborted))
+	}
 	return res, nil
 }
+
+// redactedError is an error whose text had the call's values replaced;
+// errors.Is still sees what it wraps.
+type redactedError struct {
+	err  error
+	text string
+}
+
+func (e redactedError) Error() string { return e.text }
+func (e redactedError) Unwrap() error { return e.err }
 
 // cwd is the call's working directory: the bundle process' by default.
 func (r *Runner) cwd(cwd string) string {
@@ -507,7 +539,7 @@ func (r *Runner) Available() (bool, []string) {
 // Record appends rec to the audit trail: Run does for its calls; the
 // sandbox does for a call that took the insecure fallback.
 func (r *Runner) Record(rec *sandboxv1.AuditRecord) {
-	if err := r.audit.add(rec); err != nil {
+	if err := r.audit.Add(rec); err != nil {
 		log.L.WithError(err).WithField("id", r.cfg.SandboxID).Warn("audit trail")
 	}
 }
