@@ -433,7 +433,9 @@ func (r *Runner) Run(ctx context.Context, call Call) (res Result, retErr error) 
 	}
 	res.Duration = exitedAt.Sub(begin)
 	res.ExitCode = status
-	if status > 128 {
+	// As a shell reads $?: 128+N for a valid signal N (the process layer
+	// reports a signal that way, as containerd does).
+	if status > 128 && status <= 128+64 {
 		res.Signal = status - 128
 	}
 	go r.destroy(c)
