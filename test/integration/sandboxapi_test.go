@@ -697,3 +697,53 @@ func TestSandboxAPIReadonlyRootfs(t *testing.T) {
 		t.Errorf("rootfs writable: %q", r.stdout)
 	}
 }
+
+// TestSandboxAPIExecSecureBadInput: the bad calls of TestSandboxAPIBadInput,
+// through ExecSecure: each a clear error naming the key (never the value),
+// audited without the value, and the sandbox keeps serving secure calls.
+func TestSandboxAPIExecSecureBadInput(t *testing.T) {
+	_, id, c := apiSandbox(t)
+	ctx := testCtx(t)
+	const secret = "s3cr3t-value-in-bad-secure-call"
+	secure := func(req *sandboxv1.ExecSecureRequest) (apiResult, error) {
+		stream, err := c.ExecSecure(ctx, connect.NewRequest(req))
+		if err != nil {
+			return apiResult{}, err
+		}
+		return drain(stream)
+	}
+	token := map[string][]byte{"TOKEN": []byte(secret)}
+	bad := []struct {
+		what  string
+		req   *sandboxv1.ExecSecureRequest
+		code  connect.Code
+		words []string
+	}{
+		{"no command", &sandboxv1.ExecSecureRequest{Env: token}, connect.CodeInvalidArgument, []string{"argv or command"}},
+		{"digit name", &sandboxv1.ExecSecureRequest{Argv: []string{"true"}, Env: map[string][]byte{"1BAD": []byte(secret)}}, connect.CodeInvalidArgument, []string{"1BAD"}},
+		{"= in name", &sandboxv1.ExecSecureRequest{Argv: []string{"true"}, Env: map[string][]byte{"A=B": []byte(secret)}}, connect.CodeInvalidArgument, []string{"A=B"}},
+		{"NUL in value", &sandboxv1.ExecSecureRequest{Argv: []string{"true"}, Env: map[string][]byte{"NUL_VALUE": []byte(secret + "\x00x")}}, connect.CodeInvalidArgument, []string{"NUL_VALUE", "NUL"}},
+		{"1 MiB value", &sandboxv1.ExecSecureRequest{Argv: []string{"true"}, Env: map[string][]byte{"BIG": bytes.Repeat([]byte("x"), 1<<20)}}, connect.CodeInvalidArgument, []string{"BIG", "bytes"}},
+		{"missing binary", &sandboxv1.ExecSecureRequest{Argv: []string{"/no/such/binary"}, Env: token}, connect.CodeFailedPrecondition, []string{"/no/such/binary"}},
+		{"bad cwd", &sandboxv1.ExecSecureRequest{Argv: []string{"true"}, Cwd: "/no/such/dir", Env: token}, connect.CodeFailedPrecondition, []string{"/no/such/dir"}},
+		{"value as cwd", &sandboxv1.ExecSecureRequest{Argv: []string{"true"}, Cwd: secret, Env: token}, connect.CodeInvalidArgument, []string{"cwd"}},
+		{"value as the binary", &sandboxv1.ExecSecureRequest{Argv: []string{"/" + secret}, Env: token}, connect.CodeFailedPrecondition, nil},
+	}
+	for _, b := range bad {
+		_, err := secure(b.req)
+		wantCode(t, err, b.code, b.what, b.words...)
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: error echoes the value: %v", b.what, err)
+		}
+	}
+	if r, err := secure(&sandboxv1.ExecSecureRequest{Command: `echo ${#TOKEN}`, Env: token}); err != nil || r.stdout != fmt.Sprintf("%d\n", len(secret)) {
+		t.Fatalf("a good call after the bad ones: %q, %v", r.stdout, err)
+	}
+	audit, err := os.ReadFile(filepath.Join(api.HostDir(d.Namespace, id), "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(audit, []byte(secret)) {
+		t.Errorf("the audit file holds the value:\n%s", audit)
+	}
+}
