@@ -337,16 +337,17 @@ func (a *API) ExecSecure(ctx context.Context, call api.SecureExecCall) (*sandbox
 				e.Signal = int32(res.Signal)
 			}
 			return e, nil
+		// The runner's errors name the sandbox and the call already.
 		case errors.Is(err, secureexec.ErrUnavailable):
-			return fail(fmt.Errorf("%w: %w (no insecure fallback for a secure container that could not be built: user code can cause that)", errdefs.ErrUnavailable, err))
+			return nil, fmt.Errorf("%w: %w (no insecure fallback for a secure container that could not be built: user code can cause that)", errdefs.ErrUnavailable, err)
 		case errors.Is(err, secureexec.ErrInvalidCall):
-			return fail(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
+			return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 		case errors.Is(err, secureexec.ErrNotStarted):
-			return fail(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
+			return nil, fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 		case errors.Is(err, secureexec.ErrAborted):
-			return fail(fmt.Errorf("%w: %w", errdefs.ErrAborted, err))
+			return nil, fmt.Errorf("%w: %w", errdefs.ErrAborted, err)
 		default:
-			return fail(err)
+			return nil, err
 		}
 	}
 	if !req.AllowInsecureFallback {
