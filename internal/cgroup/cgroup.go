@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"time"
 
 	ccgroups "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -15,6 +16,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/cgroups"
 	cgmanager "github.com/opencontainers/cgroups/manager"
+	"golang.org/x/sys/unix"
 )
 
 // ReaperLeaf is the user leaf's child holding a user container's reaper on
@@ -89,6 +91,39 @@ func (s *Sandbox) Pids() ([]int, error) {
 		return nil, fmt.Errorf("list pids of %s: %w", s.Path, err)
 	}
 	return pids, nil
+}
+
+// KillAll kills every process of the sandbox, both leaves and below, and
+// waits up to timeout for them to leave it: the delete action after a
+// shim crash, when nothing else knows them all (secure containers built
+// or half built, orphans). Frozen while killed, so nothing forks past it.
+func (s *Sandbox) KillAll(timeout time.Duration) error {
+	frozen := s.manager.Freeze(cgroups.Frozen) == nil
+	deadline := time.Now().Add(timeout)
+	for {
+		pids, err := s.manager.GetAllPids()
+		if err != nil {
+			if frozen {
+				_ = s.manager.Freeze(cgroups.Thawed)
+			}
+			return fmt.Errorf("list pids of %s: %w", s.Path, err)
+		}
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		// A frozen process dies once thawed.
+		if frozen {
+			_ = s.manager.Freeze(cgroups.Thawed)
+			frozen = false
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d processes of %s still there %v after SIGKILL", len(pids), s.Path, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Destroy removes the sandbox cgroup and everything below it.

@@ -629,6 +629,13 @@ func (sb *Sandbox) Delete(ctx context.Context) error {
 func cleanup(namespace, id, bundle string, controlPlane *libcontainer.Container, cg *cgroup.Sandbox) error {
 	var errs []error
 	root := StateRoot(bundle)
+	if controlPlane == nil && cg != nil {
+		// After a crash: everything the shim ran, at once, so the rest is
+		// quick (containerd gives the delete action 5 s).
+		if err := cg.KillAll(crashKillTimeout); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if controlPlane == nil {
 		for _, cid := range []string{id + workspaceSuffix, id} {
 			c, err := libcontainer.Load(root, cid)
@@ -670,6 +677,9 @@ func cleanup(namespace, id, bundle string, controlPlane *libcontainer.Container,
 	}
 	return nil
 }
+
+// crashKillTimeout bounds the wait for a dead shim's processes to go.
+const crashKillTimeout = 2 * time.Second
 
 // CleanupDead is the shim's delete action: the shim that served the
 // sandbox is gone, so everything is found again from the bundle.
