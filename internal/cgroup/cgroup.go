@@ -106,6 +106,9 @@ func (s *Sandbox) KillAll(timeout time.Duration) error {
 			if frozen {
 				_ = s.manager.Freeze(cgroups.Thawed)
 			}
+			if errors.Is(err, os.ErrNotExist) {
+				return nil // gone already: nothing left to kill
+			}
 			return fmt.Errorf("list pids of %s: %w", s.Path, err)
 		}
 		for _, pid := range pids {

@@ -82,8 +82,13 @@ func TestMachineryConfined(t *testing.T) {
 		if pp, err := parentPid(pid); err != nil || pp != reaper {
 			t.Errorf("waiter %d has parent %d (%v), want the reaper %d", pid, pp, err, reaper)
 		}
-		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if !strings.Contains(string(cg), "/user/exec-") {
+		// A waiter just forked starts in the reaper's cgroup and is moved
+		// into its leaf right after: give one in flight a moment.
+		var cg []byte
+		if !poll(5*time.Second, func() bool {
+			cg, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+			return strings.Contains(string(cg), "/user/exec-")
+		}) {
 			t.Errorf("waiter %d is not in an exec leaf:\n%s", pid, cg)
 		}
 	}
