@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 
+	"github.com/sandbox-shim/sandbox-shim/api"
 	"github.com/sandbox-shim/sandbox-shim/test/harness"
 )
 
@@ -187,6 +188,13 @@ func run() error {
 		fmt.Printf("  [outside] GET http://127.0.0.1:%d/ -> %q\n", p, strings.TrimSpace(body))
 	}
 	fmt.Println("  -> every bind and connect failed; the control plane still serves both ports")
+
+	// The fork bomb still holds the workspace's pids: the platform's way
+	// back in is a reset, which needs nothing from the workspace.
+	fmt.Println("  [platform] task Update with io.sandbox.workspace.reset=true: a fresh workspace, the fork bomb and all user code left are gone")
+	if err := task.Update(ctx, client.WithAnnotations(map[string]string{api.AnnotationWorkspaceReset: "true"})); err != nil {
+		return fmt.Errorf("reset the workspace: %w", err)
+	}
 
 	return secureStep(ctx, d, ctr, task)
 }
