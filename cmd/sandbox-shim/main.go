@@ -32,7 +32,7 @@ func init() {
 
 // initHeapLimit is the heap a container's init may reach before its
 // garbage is collected after all.
-const initHeapLimit = 16 << 20
+const initHeapLimit = 64 << 20
 
 func main() {
 	task.Register()
