@@ -111,6 +111,15 @@ func apiExec(ctx context.Context, c sandboxv1connect.SandboxServiceClient, req *
 	return drain(stream)
 }
 
+// apiSecureExec runs one ExecSecure call and collects its stream.
+func apiSecureExec(ctx context.Context, c sandboxv1connect.SandboxServiceClient, req *sandboxv1.ExecSecureRequest) (apiResult, error) {
+	stream, err := c.ExecSecure(ctx, connect.NewRequest(req))
+	if err != nil {
+		return apiResult{}, err
+	}
+	return drain(stream)
+}
+
 // mustExec runs req and fails the test on an error.
 func mustExec(t *testing.T, ctx context.Context, c sandboxv1connect.SandboxServiceClient, req *sandboxv1.ExecRequest) apiResult {
 	t.Helper()
@@ -574,13 +583,7 @@ func TestSandboxAPISecureExecDisabled(t *testing.T) {
 		t.Errorf("disabled: has %v, reasons %q", info.Msg.HasSecureExecution, info.Msg.SecureExecutionUnavailable)
 	}
 	const secret = "disabled-canary-4417"
-	secure := func(req *sandboxv1.ExecSecureRequest) (apiResult, error) {
-		stream, err := c.ExecSecure(ctx, connect.NewRequest(req))
-		if err != nil {
-			return apiResult{}, err
-		}
-		return drain(stream)
-	}
+	secure := func(req *sandboxv1.ExecSecureRequest) (apiResult, error) { return apiSecureExec(ctx, c, req) }
 	env := func() map[string][]byte { return map[string][]byte{"DEPLOY_TOKEN": []byte(secret)} }
 	_, err = secure(&sandboxv1.ExecSecureRequest{Command: "echo $DEPLOY_TOKEN", Env: env()})
 	wantCode(t, err, connect.CodeFailedPrecondition, "disabled", "unavailable", api.AnnotationSecureExec, "allow_insecure_fallback")
@@ -705,13 +708,7 @@ func TestSandboxAPIExecSecureBadInput(t *testing.T) {
 	_, id, c := apiSandbox(t)
 	ctx := testCtx(t)
 	const secret = "s3cr3t-value-in-bad-secure-call"
-	secure := func(req *sandboxv1.ExecSecureRequest) (apiResult, error) {
-		stream, err := c.ExecSecure(ctx, connect.NewRequest(req))
-		if err != nil {
-			return apiResult{}, err
-		}
-		return drain(stream)
-	}
+	secure := func(req *sandboxv1.ExecSecureRequest) (apiResult, error) { return apiSecureExec(ctx, c, req) }
 	token := map[string][]byte{"TOKEN": []byte(secret)}
 	bad := []struct {
 		what  string
