@@ -96,36 +96,51 @@ func (s *Sandbox) Pids() ([]int, error) {
 // KillAll kills every process of the sandbox, both leaves and below, and
 // waits up to timeout for them to leave it: the delete action after a
 // shim crash, when nothing else knows them all (secure containers built
-// or half built, orphans). Frozen while killed, so nothing forks past it.
+// or half built, orphans). Frozen while first killed, so nothing forks
+// past it.
 func (s *Sandbox) KillAll(timeout time.Duration) error {
-	frozen := s.manager.Freeze(cgroups.Frozen) == nil
+	list := func() ([]int, error) {
+		pids, err := s.manager.GetAllPids()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil // gone already: nothing left to kill
+		}
+		return pids, err
+	}
+	if s.manager.Freeze(cgroups.Frozen) == nil {
+		pids, _ := list()
+		killPids(pids)
+		// A frozen process dies once thawed.
+		_ = s.manager.Freeze(cgroups.Thawed)
+	}
+	if err := killUntilEmpty(list, timeout); err != nil {
+		return fmt.Errorf("%s: %w", s.Path, err)
+	}
+	return nil
+}
+
+// killUntilEmpty SIGKILLs what list returns until it returns none, or
+// timeout passed: each pass catches what forked past the one before.
+func killUntilEmpty(list func() ([]int, error), timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		pids, err := s.manager.GetAllPids()
+		pids, err := list()
 		if err != nil {
-			if frozen {
-				_ = s.manager.Freeze(cgroups.Thawed)
-			}
-			if errors.Is(err, os.ErrNotExist) {
-				return nil // gone already: nothing left to kill
-			}
-			return fmt.Errorf("list pids of %s: %w", s.Path, err)
-		}
-		for _, pid := range pids {
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
-		// A frozen process dies once thawed.
-		if frozen {
-			_ = s.manager.Freeze(cgroups.Thawed)
-			frozen = false
+			return fmt.Errorf("list pids: %w", err)
 		}
 		if len(pids) == 0 {
 			return nil
 		}
+		killPids(pids)
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d processes of %s still there %v after SIGKILL", len(pids), s.Path, timeout)
+			return fmt.Errorf("%d processes still there %v after SIGKILL", len(pids), timeout)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func killPids(pids []int) {
+	for _, pid := range pids {
+		_ = unix.Kill(pid, unix.SIGKILL)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/cgroups"
 )
@@ -116,6 +117,31 @@ func (l *ExecLeaf) Add(pid int) error {
 		if err := cgroups.WriteCgroupProc(dir, pid); err != nil {
 			return fmt.Errorf("move waiter %d to %s: %w", pid, dir, err)
 		}
+	}
+	return nil
+}
+
+// execKillTimeout bounds ExecLeaf.KillAll: the leaf's pids limit bounds
+// what can fork meanwhile.
+const execKillTimeout = 100 * time.Millisecond
+
+// KillAll kills every process in the leaf (an exec and all it started,
+// daemons included) and waits, briefly, for it to be empty. cgroup v2's
+// cgroup.kill does it in one write where the kernel has it.
+func (l *ExecLeaf) KillAll() error {
+	l.mu.Lock()
+	dirs := l.dirs
+	l.mu.Unlock()
+	if len(dirs) == 0 {
+		return errors.New("exec cgroup removed")
+	}
+	// Every process of the leaf is in each of its directories.
+	dir := dirs[0]
+	if os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0) == nil {
+		return nil
+	}
+	if err := killUntilEmpty(func() ([]int, error) { return cgroups.GetPids(dir) }, execKillTimeout); err != nil {
+		return fmt.Errorf("exec cgroup %s: %w", dir, err)
 	}
 	return nil
 }

@@ -189,8 +189,6 @@ func (a *API) runInWorkspace(ctx context.Context, run workspaceRun) (workspaceRe
 		return workspaceResult{}, fmt.Errorf("%w: command did not start: %w", errdefs.ErrFailedPrecondition, err)
 	}
 	defer running.Release()
-	// Found while the command runs; a command gone already needs no kill.
-	group, groupErr := ws.container.ExecGroup(p.Pid())
 	var timeout <-chan time.Time
 	if run.timeout > 0 {
 		t := time.NewTimer(run.timeout)
@@ -208,12 +206,8 @@ func (a *API) runInWorkspace(ctx context.Context, run workspaceRun) (workspaceRe
 	case <-p.Done():
 	default:
 		// Everything it started, daemons included, then the command.
-		if group != nil {
-			if err := group.KillAll(); err != nil {
-				log.G(ctx).WithError(err).WithField("id", sb.ID).Warnf("API exec %s: kill its processes", run.id)
-			}
-		} else {
-			log.G(ctx).WithError(groupErr).WithField("id", sb.ID).Warnf("API exec %s: its cgroup is unknown: only the command is killed", run.id)
+		if err := running.KillAll(); err != nil {
+			log.G(ctx).WithError(err).WithField("id", sb.ID).Warnf("API exec %s: kill its processes", run.id)
 		}
 		_ = p.Signal(syscall.SIGKILL)
 		<-p.Done()

@@ -265,6 +265,18 @@ var waiterHello = "R" + strconv.Itoa(spec.ExecRequestVersion)
 type Exec struct {
 	release func()
 	exited  <-chan struct{}
+	// leaf is its cgroup leaf (none in a OneExec container, whose whole
+	// container is the exec's).
+	leaf *cgroup.ExecLeaf
+}
+
+// KillAll kills the exec and every process it started (its leaf's): the
+// sandbox API's timeout and cancel.
+func (e *Exec) KillAll() error {
+	if e.leaf == nil {
+		return errors.New("the exec has no cgroup leaf of its own: kill its container")
+	}
+	return e.leaf.KillAll()
 }
 
 // Exited is closed once the exec's process exited, before its output has
@@ -335,7 +347,7 @@ func (c *Container) Exec(p *process.Process, req spec.ExecRequest, onExit func(*
 			// A waiter built on demand worked: building ahead may work again.
 			c.waiters.Resume()
 		}
-		return &Exec{release: w.release, exited: w.process.Done()}, nil
+		return &Exec{release: w.release, exited: w.process.Done(), leaf: w.leaf}, nil
 	}
 }
 
@@ -353,7 +365,7 @@ func (c *Container) execOnce(p *process.Process, encoded []byte, exited func(*pr
 		c.activity.end(p)
 		return nil, err
 	}
-	return &Exec{release: w.release, exited: w.process.Done()}, nil
+	return &Exec{release: w.release, exited: w.process.Done(), leaf: w.leaf}, nil
 }
 
 // Ready tells whether a OneExec container can still run its exec: its
@@ -436,3 +448,7 @@ func Destroy(c *libcontainer.Container) error {
 	}
 	return c.Destroy()
 }
+
+// Config is the container's libcontainer config, as the sandbox reports
+// its protections from it.
+func (c *Container) Config() configs.Config { return c.container.Config() }
