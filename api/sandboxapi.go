@@ -30,6 +30,16 @@ func HostSocketPath(namespace, id string) string {
 	return filepath.Join(HostDir(namespace, id), SocketName)
 }
 
+// ControlPlaneDirName is the directory in a sandbox's HostDir that holds
+// the control plane's API socket; it is bind-mounted at
+// ControlPlaneSocketDir into the control plane, and nowhere else.
+const ControlPlaneDirName = "control-plane"
+
+// ControlPlaneHostDir is that directory on the host.
+func ControlPlaneHostDir(namespace, id string) string {
+	return filepath.Join(HostDir(namespace, id), ControlPlaneDirName)
+}
+
 // Annotations that configure secure execution.
 const (
 	// AnnotationSecureExec is "disabled" to turn execSecure off for the
