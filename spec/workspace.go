@@ -503,6 +503,11 @@ const WaiterArg = "--wait-exec"
 // waiters on request over its control socket (fd 3).
 const ReaperArg = "--fork-waiters"
 
+// ReaperSeccompArg, after ReaperArg, makes the reaper install the seccomp
+// program it reads from fd 4 before anything else: a container whose
+// profile was compiled ahead (a secure exec's) has none in its config.
+const ReaperSeccompArg = "--seccomp-fd-4"
+
 // waiterCaps are all a pooled exec holds while it waits: enough to take the
 // identity its request names, and to drop them for good right before the
 // exec.

@@ -14,10 +14,15 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/manager"
+	"github.com/sandbox-shim/sandbox-shim/internal/seccompprogram"
 	"github.com/sandbox-shim/sandbox-shim/internal/task"
 )
 
 func init() {
+	if len(os.Args) > 1 && os.Args[1] == seccompprogram.Arg {
+		// Compiles a seccomp profile for the shim; never returns.
+		seccompprogram.Main()
+	}
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		// A container's init lives milliseconds, until it execs the
 		// container's process: collecting its garbage is wasted CPU (3 ms

@@ -25,6 +25,7 @@ import (
 
 	"github.com/containerd/log"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,6 +33,7 @@ import (
 	sandboxv1 "github.com/sandbox-shim/sandbox-shim/api/sandbox/v1"
 	"github.com/sandbox-shim/sandbox-shim/internal/pool"
 	"github.com/sandbox-shim/sandbox-shim/internal/process"
+	"github.com/sandbox-shim/sandbox-shim/internal/seccompprogram"
 	"github.com/sandbox-shim/sandbox-shim/internal/usercontainer"
 	"github.com/sandbox-shim/sandbox-shim/spec"
 )
@@ -146,6 +148,9 @@ type Runner struct {
 	stateDir string
 	pool     *pool.Pool[*container]
 	audit    *AuditTrail
+	// seccompProgram compiles, once, the profile every container of the
+	// runner has: nil when it cannot be (each init compiles it then).
+	seccompProgram func(*configs.Seccomp) []byte
 
 	mu       sync.Mutex
 	closed   bool
@@ -173,6 +178,7 @@ func New(ctx context.Context, cfg Config) (*Runner, error) {
 		cfg.Audit = NewAuditTrail(cfg.AuditPath)
 	}
 	r := &Runner{cfg: cfg, live: map[*container]struct{}{}, audit: cfg.Audit}
+	r.seccompProgram = onceProgram(ctx, cfg.SandboxID)
 	r.gone = sync.NewCond(&r.mu)
 	rootfs := bundleRootfs(cfg.Bundle, cfg.BundleSpec)
 	if root := cfg.BundleSpec.Root; root != nil && !root.Readonly {
@@ -262,9 +268,13 @@ func (r *Runner) build(ctx context.Context) (_ *container, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: secure exec reaper: %w", r.cfg.SandboxID, err)
 	}
+	program := r.seccompProgram(cfg.Seccomp)
+	if program != nil {
+		cfg.Seccomp = nil
+	}
 	uc, err := usercontainer.Create(ctx, usercontainer.Config{
 		SandboxID: r.cfg.SandboxID, ID: c.id, StateRoot: r.stateDir,
-		Container: cfg, Reaper: reaper,
+		Container: cfg, Reaper: reaper, SeccompProgram: program,
 		Waiter:  func() (*libcontainer.Process, error) { return spec.WaiterProcess(st, r.cfg.BundleSpec.Process) },
 		OneExec: true,
 	})
@@ -281,6 +291,32 @@ func (r *Runner) build(ctx context.Context) (_ *container, retErr error) {
 		return nil, fmt.Errorf("%w: runner closed", ErrUnavailable)
 	}
 	return c, nil
+}
+
+// onceProgram compiles the profile of the first container it is given
+// and returns that program for every later one: the spec gives every
+// secure container of a sandbox the workspace's profile. A profile that
+// cannot be compiled ahead (a kernel without PTRACE_SECCOMP_GET_FILTER) is
+// logged once and left to each container's init.
+func onceProgram(ctx context.Context, sandboxID string) func(*configs.Seccomp) []byte {
+	var (
+		once    sync.Once
+		program []byte
+	)
+	return func(profile *configs.Seccomp) []byte {
+		if profile == nil {
+			return nil
+		}
+		once.Do(func() {
+			p, err := seccompprogram.Compile(profile)
+			if err != nil {
+				log.G(ctx).WithError(err).WithField("id", sandboxID).Warn("secure exec: seccomp profile not compiled ahead; each container's init compiles it (8 ms of CPU more per call)")
+				return
+			}
+			program = p.Bytes()
+		})
+		return program
+	}
 }
 
 // destroy kills c (its whole PID namespace), waits for it to be gone and

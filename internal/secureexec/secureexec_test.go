@@ -17,6 +17,7 @@ import (
 
 	_ "github.com/opencontainers/cgroups/devices" // device rules for the cgroupfs manager
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	"github.com/sirupsen/logrus"
@@ -24,12 +25,21 @@ import (
 
 	"github.com/sandbox-shim/sandbox-shim/api"
 	sandboxv1 "github.com/sandbox-shim/sandbox-shim/api/sandbox/v1"
+	"github.com/sandbox-shim/sandbox-shim/internal/seccompprogram"
 	"github.com/sandbox-shim/sandbox-shim/internal/usercontainer/containertest"
 	"github.com/sandbox-shim/sandbox-shim/spec"
 )
 
 // TestMain lets this test binary be the containers' init, as the shim
 // binary is: libcontainer re-executes it as "init".
+// init lets the test binary compile seccomp profiles as the shim binary
+// does: on the main thread, before anything else.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == seccompprogram.Arg {
+		seccompprogram.Main()
+	}
+}
+
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		libcontainer.Init()
@@ -230,6 +240,26 @@ func TestEnv(t *testing.T) {
 		if !bytes.Equal(v.Value, make([]byte, len(v.Value))) {
 			t.Errorf("value of %s not cleared after Run", v.Name)
 		}
+	}
+}
+
+// TestRestrictions: the command runs under the workspace's restrictions,
+// its seccomp profile the program the runner compiled once for all its
+// containers.
+func TestRestrictions(t *testing.T) {
+	sb := newSandbox(t)
+	r := sb.runner(t)
+	c := newCall("status", "cat", "/proc/self/status")
+	if res := c.run(t, r); res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, c.stderr.String())
+	}
+	for _, want := range []string{"Seccomp:\t2", "Seccomp_filters:\t1", "NoNewPrivs:\t1", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"} {
+		if !strings.Contains(c.stdout.String(), want+"\n") {
+			t.Errorf("status lacks %q:\n%s", want, c.stdout.String())
+		}
+	}
+	if r.seccompProgram(&configs.Seccomp{}) == nil {
+		t.Error("the runner builds its containers without a compiled seccomp program")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,12 @@ type Config struct {
 	ExecPidsLimit int64
 	// PoolSize is how many waiters are kept ready; 0 builds each on demand.
 	PoolSize int
+	// SeccompProgram, when set, is the container's seccomp profile compiled
+	// ahead (internal/seccompprogram), which Container must then not carry:
+	// the reaper installs it before anything else (spec.ReaperSeccompArg,
+	// fd 4) and every process of the container inherits it, without
+	// libseccomp running in the container's init.
+	SeccompProgram []byte
 	// OneExec makes a container for a single exec (a secure exec): its one
 	// waiter is forked by Create, stays in the container's own cgroup (no
 	// per-exec leaf: the container is the exec's), and no other is built;
@@ -89,6 +96,9 @@ type waiter struct {
 // Create builds the container and starts its reaper and its waiter pool.
 func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
 	fail := func(err error) error { return fmt.Errorf("sandbox %s: %s: %w", cfg.SandboxID, cfg.ID, err) }
+	if len(cfg.SeccompProgram) > 0 && cfg.Container.Seccomp != nil {
+		return nil, fail(errors.New("a seccomp program and a seccomp profile: one filter only"))
+	}
 	c, err := libcontainer.Create(cfg.StateRoot, cfg.ID, cfg.Container)
 	if err != nil {
 		return nil, fail(fmt.Errorf("create: %w", err))
@@ -104,6 +114,17 @@ func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
 	}
 	shimEnd, reaperEnd := os.NewFile(uintptr(control[0]), "reaper-control"), os.NewFile(uintptr(control[1]), "reaper-control")
 	cfg.Reaper.ExtraFiles = append(cfg.Reaper.ExtraFiles, reaperEnd)
+	if len(cfg.SeccompProgram) > 0 {
+		program, err := seccompPipe(cfg.SeccompProgram)
+		if err != nil {
+			reaperEnd.Close()
+			shimEnd.Close()
+			return nil, fail(err)
+		}
+		defer program.Close()
+		cfg.Reaper.ExtraFiles = append(cfg.Reaper.ExtraFiles, program)
+		cfg.Reaper.Args = append(slices.Clip(cfg.Reaper.Args), spec.ReaperSeccompArg)
+	}
 	reaper := process.New("", process.Stdio{})
 	err = reaper.Start(c.Run, cfg.Reaper, nil)
 	reaperEnd.Close()
@@ -162,6 +183,24 @@ func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
 		go uc.waiters.Run(context.WithoutCancel(ctx))
 	}
 	return uc, nil
+}
+
+// seccompPipe returns the read end of a pipe holding program, whole: at
+// most the kernel's 4096 instructions (32 KiB), within a pipe's buffer.
+func seccompPipe(program []byte) (*os.File, error) {
+	if len(program) > 32<<10 {
+		return nil, fmt.Errorf("seccomp program of %d bytes: over 4096 instructions", len(program))
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("seccomp program pipe: %w", err)
+	}
+	defer w.Close()
+	if _, err := w.Write(program); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("seccomp program pipe: %w", err)
+	}
+	return r, nil
 }
 
 // newWaiter builds one waiter in a cgroup leaf of its own: forked by the

@@ -15,12 +15,14 @@ import (
 	"github.com/containerd/errdefs"
 	_ "github.com/opencontainers/cgroups/devices" // device rules for the cgroupfs manager
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/sandbox-shim/internal/process"
+	"github.com/sandbox-shim/sandbox-shim/internal/seccompprogram"
 	"github.com/sandbox-shim/sandbox-shim/internal/usercontainer/containertest"
 	"github.com/sandbox-shim/sandbox-shim/spec"
 )
@@ -32,6 +34,14 @@ func TestMain(m *testing.M) {
 		libcontainer.Init()
 	}
 	os.Exit(m.Run())
+}
+
+// init lets it compile seccomp profiles as the shim binary does: on the
+// main thread, before anything else.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == seccompprogram.Arg {
+		seccompprogram.Main()
+	}
 }
 
 // workspace is a real user container built as the sandbox builds its
@@ -382,4 +392,63 @@ func TestForkRefusedFallsBack(t *testing.T) {
 			t.Errorf("waiter %d is not the shim's child: not built by libcontainer", wt.process.Pid())
 		}
 	})
+}
+
+// TestSeccompProgram: a container whose profile was compiled ahead runs
+// under the very filter libcontainer installs from the profile (read back
+// from both reapers), with its flags, and so does what it execs.
+func TestSeccompProgram(t *testing.T) {
+	var filters [2][]unix.SockFilter
+	// The filter flags show in the kernel's store-bypass mitigation.
+	var speculation [2]string
+	for i, ahead := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ahead=%v", ahead), func(t *testing.T) {
+			w := newWorkspace(t, func(c *Config) {
+				if !ahead {
+					return
+				}
+				prog, err := seccompprogram.Compile(c.Container.Seccomp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.SeccompProgram, c.Container.Seccomp = prog.Bytes(), nil
+			})
+			f, err := seccompprogram.Installed(w.container.reaper.Pid())
+			if err != nil {
+				t.Fatal(err)
+			}
+			filters[i] = f
+			out, code := w.run(t, &specs.Process{Args: []string{"cat", "/proc/self/status"}, Cwd: "/"})
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, out)
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if v, ok := strings.CutPrefix(line, "Speculation_Store_Bypass:"); ok {
+					speculation[i] = strings.TrimSpace(v)
+				}
+			}
+			for _, want := range []string{"Seccomp:\t2", "Seccomp_filters:\t1", "NoNewPrivs:\t1"} {
+				if !strings.Contains(out, want+"\n") {
+					t.Errorf("exec's status lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+	if len(filters[0]) == 0 || fmt.Sprint(filters[0]) != fmt.Sprint(filters[1]) {
+		t.Errorf("filters differ: libcontainer's %d instructions, compiled ahead %d", len(filters[0]), len(filters[1]))
+	}
+	if speculation[0] != speculation[1] {
+		t.Errorf("store-bypass mitigation: libcontainer's filter %q, compiled ahead %q", speculation[0], speculation[1])
+	}
+	t.Logf("%d instructions; store-bypass mitigation %q", len(filters[0]), speculation[0])
+}
+
+// TestSeccompProgramRefusedWithAProfile: one filter, never both.
+func TestSeccompProgramRefusedWithAProfile(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Create(t.Context(), Config{SandboxID: "unit", ID: "both", StateRoot: dir,
+		Container: &configs.Config{Seccomp: &configs.Seccomp{}}, SeccompProgram: []byte{1}})
+	if err == nil || !strings.Contains(err.Error(), "one filter only") {
+		t.Fatalf("got %v", err)
+	}
 }

@@ -47,6 +47,15 @@
  * A terminal exec sends "M" with the pty master and waits for "A" before
  * it goes on.
  *
+ * With --fork-waiters --seccomp-fd-4 (a secure exec's container, whose
+ * libcontainer config has no seccomp profile) it first installs the
+ * seccomp program read from fd 4 (to EOF: u32 filter flags, then the
+ * struct sock_filter array, host byte order): the one libcontainer would have installed, compiled once
+ * by the shim (internal/seccompprogram) instead of in every container's
+ * init. no_new_privs is already set; anything failing exits 126 before the
+ * hello, and the shim's build fails with it. Everything the reaper forks
+ * inherits the filter.
+ *
  * Where the kernel has Landlock scoping (ABI 6, Linux 6.12), each exec
  * runs in its own domain that cannot connect to abstract unix sockets
  * created outside it: the control plane shares the network namespace, and
@@ -65,6 +74,8 @@
 #include <grp.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -81,6 +92,9 @@
 #define MAX_GROUPS 64
 #define WAITER_ARG "--wait-exec"
 #define REAPER_ARG "--fork-waiters"
+#define SECCOMP_ARG "--seccomp-fd-4"
+#define SECCOMP_FD 4
+#define BPF_MAX_INSNS 4096
 
 /* close_from closes every descriptor from fd up. */
 static void close_from(int fd)
@@ -599,15 +613,56 @@ static void __attribute__((noreturn)) reaper(void)
 	}
 }
 
+/* install_seccomp installs the program on SECCOMP_FD, or exits 126. */
+static void install_seccomp(void)
+{
+	/* u32 flags, then the filter. */
+	static char buf[4 + BPF_MAX_INSNS * sizeof(struct sock_filter) + 1];
+	size_t got = 0;
+	for (;;) {
+		ssize_t n = read(SECCOMP_FD, buf + got, sizeof(buf) - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "sandbox-reaper: read seccomp program: %s\n", strerror(errno));
+			_exit(126);
+		}
+		if (n == 0)
+			break;
+		got += n;
+		if (got == sizeof(buf)) {
+			fprintf(stderr, "sandbox-reaper: seccomp program over %d instructions\n", BPF_MAX_INSNS);
+			_exit(126);
+		}
+	}
+	close(SECCOMP_FD);
+	if (got < 4 + sizeof(struct sock_filter) || (got - 4) % sizeof(struct sock_filter) != 0) {
+		fprintf(stderr, "sandbox-reaper: seccomp program of %zu bytes\n", got);
+		_exit(126);
+	}
+	uint32_t flags;
+	memcpy(&flags, buf, 4);
+	static struct sock_filter filter[BPF_MAX_INSNS];
+	memcpy(filter, buf + 4, got - 4);
+	struct sock_fprog prog = {.len = (got - 4) / sizeof(struct sock_filter), .filter = filter};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog) < 0) {
+		fprintf(stderr, "sandbox-reaper: install seccomp program: %s\n", strerror(errno));
+		_exit(126);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 2 && strcmp(argv[1], WAITER_ARG) == 0)
 		return wait_exec();
-	if (argc == 2 && strcmp(argv[1], REAPER_ARG) == 0) {
+	if ((argc == 2 || (argc == 3 && strcmp(argv[2], SECCOMP_ARG) == 0)) && strcmp(argv[1], REAPER_ARG) == 0) {
+		if (argc == 3)
+			install_seccomp();
 		/* ps shows pid 1 as the reaper; a forked waiter rewrites the
 		 * area to show itself as one. */
 		arg_area = argv[1];
-		arg_len = strlen(argv[1]);
+		arg_len = strlen(argv[argc - 1]) + (argv[argc - 1] - argv[1]);
 		memset(arg_area, 0, arg_len);
 		reaper();
 	}
