@@ -278,3 +278,43 @@ func TestSecureExecNoCgroupfs(t *testing.T) {
 		t.Error("a secure exec got the cgroupfs")
 	}
 }
+
+// TestSecureExecCopy: a copy for another container is what converting the
+// bundle spec for it gives, and changing the copy's cgroup resources
+// leaves the original alone.
+func TestSecureExecCopy(t *testing.T) {
+	s := bundle(t)
+	o := secureExecOptions(t, s)
+	first, err := SecureExec("sb1.secure-1", "/bundle", s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Workspace.CgroupPath = "/default/sb1/user/secure-2"
+	o.Rootfs = "/run/state/secure-2/rootfs"
+	want, err := SecureExec("sb1.secure-2", "/bundle", s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := SecureExecCopy(first, o.Workspace.CgroupPath, o.Rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equalJSON(t, got, want) {
+		a, _ := json.Marshal(got)
+		b, _ := json.Marshal(want)
+		t.Errorf("copy differs from a conversion:\n got %s\nwant %s", a, b)
+	}
+	got.Cgroups.Resources.Freezer = "FROZEN"
+	if first.Cgroups.Resources.Freezer != "" || first.Cgroups.Path != "/default/sb1/user/secure-1" {
+		t.Error("the copy shares its cgroup with the original")
+	}
+	noRootfs, err := SecureExecCopy(first, "/default/sb1/user/secure-3", "")
+	if err != nil || noRootfs.Rootfs != first.Rootfs {
+		t.Errorf("without a rootfs view: %v, rootfs %q, want the original's %q", err, noRootfs.Rootfs, first.Rootfs)
+	}
+	for _, bad := range [][2]string{{"", ""}, {"/c", "relative/rootfs"}} {
+		if _, err := SecureExecCopy(first, bad[0], bad[1]); err == nil {
+			t.Errorf("SecureExecCopy(%q, %q) succeeded", bad[0], bad[1])
+		}
+	}
+}

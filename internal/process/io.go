@@ -304,6 +304,20 @@ func newWaiterStdio(cfg Stdio) (_ *stdio, child []*os.File, retErr error) {
 	return s, child, nil
 }
 
+// copyBuffers are the stdio copies' buffers, reused: three fresh 32 KiB
+// per exec made the shim's garbage collector a noticeable part of an
+// exec's CPU.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func copyBuffer() *[]byte { return copyBuffers.Get().(*[]byte) }
+
+// putCopyBuffer clears what a process wrote (a secure exec's output may
+// hold what it was given) before the buffer serves another.
+func putCopyBuffer(b *[]byte) {
+	clear(*b)
+	copyBuffers.Put(b)
+}
+
 // copyIn copies the stdin FIFO into the process until the FIFO reaches EOF
 // (the client closed it and CloseIO dropped the shim's own writer).
 func (s *stdio) copyIn(dst io.Writer, closeAfter io.Closer) {
@@ -312,8 +326,9 @@ func (s *stdio) copyIn(dst io.Writer, closeAfter io.Closer) {
 		return
 	}
 	s.addCloser(in)
-	buf := make([]byte, 32<<10)
-	_, _ = io.CopyBuffer(dst, in, buf)
+	buf := copyBuffer()
+	defer putCopyBuffer(buf)
+	_, _ = io.CopyBuffer(dst, in, *buf)
 	in.Close()
 	if closeAfter != nil {
 		closeAfter.Close()
@@ -324,8 +339,9 @@ func (s *stdio) copyIn(dst io.Writer, closeAfter io.Closer) {
 // end: the process sees EOF.
 func (s *stdio) copyStream(src io.Reader, dst *os.File) {
 	s.addCloser(dst)
-	buf := make([]byte, 32<<10)
-	_, _ = io.CopyBuffer(dst, src, buf)
+	buf := copyBuffer()
+	defer putCopyBuffer(buf)
+	_, _ = io.CopyBuffer(dst, src, *buf)
 	dst.Close()
 }
 
@@ -339,9 +355,10 @@ func (s *stdio) copyOut(f fifoEnds, src io.Reader) {
 	s.copying.Add(1)
 	go func() {
 		defer s.copying.Done()
-		buf := make([]byte, 32<<10)
+		buf := copyBuffer()
+		defer putCopyBuffer(buf)
 		// Ends at EOF, or EIO from a pty whose last slave fd closed.
-		_, _ = io.CopyBuffer(progressWriter{f.w, &s.moved}, src, buf)
+		_, _ = io.CopyBuffer(progressWriter{f.w, &s.moved}, src, *buf)
 		f.w.Close()
 		f.r.Close()
 	}()

@@ -192,7 +192,9 @@ func compile(profile []byte) ([]unix.SockFilter, error) {
 
 // Installed returns the newest seccomp filter of a running thread (a
 // process' main thread by its pid), which it stops for as long as it
-// takes: how tests compare what two containers run under.
+// takes: how tests compare what two containers run under. The thread must
+// not be a child anyone in this process waits for: the kernel reports the
+// tracer's stop to any waiter of the thread group, which would take it.
 func Installed(tid int) ([]unix.SockFilter, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

@@ -148,6 +148,10 @@ type Runner struct {
 	stateDir string
 	pool     *pool.Pool[*container]
 	audit    *AuditTrail
+	// template is the first container's config, which the others copy.
+	templateOnce sync.Once
+	template     *configs.Config
+	templateErr  error
 	// seccompProgram compiles, once, the profile every container of the
 	// runner has: nil when it cannot be (each init compiles it then).
 	seccompProgram func(*configs.Seccomp) []byte
@@ -253,14 +257,7 @@ func (r *Runner) build(ctx context.Context) (_ *container, retErr error) {
 			}
 		}()
 	}
-	cfg, err := spec.SecureExec(c.id, r.cfg.Bundle, r.cfg.BundleSpec, spec.SecureExecOptions{
-		Workspace: spec.WorkspaceOptions{
-			Settings: st, NetNS: r.cfg.NetNS, UTSNS: r.cfg.UTSNS,
-			CgroupPath: c.cgroup, Reaper: r.cfg.Reaper, HostMemory: r.cfg.HostMemory,
-		},
-		Homes:  r.homes,
-		Rootfs: rootfsView.path(),
-	})
+	cfg, err := r.containerConfig(c.id, c.cgroup, rootfsView.path())
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: secure exec config: %w", r.cfg.SandboxID, err)
 	}
@@ -291,6 +288,25 @@ func (r *Runner) build(ctx context.Context) (_ *container, retErr error) {
 		return nil, fmt.Errorf("%w: runner closed", ErrUnavailable)
 	}
 	return c, nil
+}
+
+// containerConfig is the libcontainer config of one container: the bundle
+// spec is converted once, for the runner's first container, and every
+// other gets a copy with its own cgroup leaf and rootfs view.
+func (r *Runner) containerConfig(id, cgroupPath, rootfs string) (*configs.Config, error) {
+	r.templateOnce.Do(func() {
+		r.template, r.templateErr = spec.SecureExec(id, r.cfg.Bundle, r.cfg.BundleSpec, spec.SecureExecOptions{
+			Workspace: spec.WorkspaceOptions{
+				Settings: r.cfg.Settings, NetNS: r.cfg.NetNS, UTSNS: r.cfg.UTSNS,
+				CgroupPath: cgroupPath, Reaper: r.cfg.Reaper, HostMemory: r.cfg.HostMemory,
+			},
+			Homes: r.homes,
+		})
+	})
+	if r.templateErr != nil {
+		return nil, r.templateErr
+	}
+	return spec.SecureExecCopy(r.template, cgroupPath, rootfs)
 }
 
 // onceProgram compiles the profile of the first container it is given

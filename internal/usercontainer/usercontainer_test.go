@@ -396,7 +396,8 @@ func TestForkRefusedFallsBack(t *testing.T) {
 
 // TestSeccompProgram: a container whose profile was compiled ahead runs
 // under the very filter libcontainer installs from the profile (read back
-// from both reapers), with its flags, and so does what it execs.
+// from a waiter of each: forked by the reaper, under what the reaper
+// runs), with its flags, and so does what it execs.
 func TestSeccompProgram(t *testing.T) {
 	var filters [2][]unix.SockFilter
 	// The filter flags show in the kernel's store-bypass mitigation.
@@ -413,7 +414,22 @@ func TestSeccompProgram(t *testing.T) {
 				}
 				c.SeccompProgram, c.Container.Seccomp = prog.Bytes(), nil
 			})
-			f, err := seccompprogram.Installed(w.container.reaper.Pid())
+			// Not the reaper: the shim waits for it, and a wait in this
+			// process would take the tracer's stop.
+			deadline := time.Now().Add(10 * time.Second)
+			var pid int
+			for pid == 0 && time.Now().Before(deadline) {
+				w.container.waiters.Each(func(wt *waiter) {
+					if wt.process != nil && w.container.forks.Load() > 0 {
+						pid = wt.process.Pid()
+					}
+				})
+				time.Sleep(10 * time.Millisecond)
+			}
+			if pid == 0 {
+				t.Fatal("no forked waiter in the pool")
+			}
+			f, err := seccompprogram.Installed(pid)
 			if err != nil {
 				t.Fatal(err)
 			}
