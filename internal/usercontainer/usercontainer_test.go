@@ -65,7 +65,8 @@ func newWorkspace(t *testing.T, opts ...func(*Config)) *workspace {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parent := fmt.Sprintf("/sst-unit-%d-%s", os.Getpid(), strings.ToLower(t.Name()))
+	// One directory per test, subtests included.
+	parent := fmt.Sprintf("/sst-unit-%d-%s", os.Getpid(), strings.ReplaceAll(strings.ToLower(t.Name()), "/", "-"))
 	t.Cleanup(func() { containertest.RemoveCgroup(t, parent) })
 	userCgroup := parent + "/user"
 	cfg, err := spec.Workspace("ws", bundle, s, spec.WorkspaceOptions{
