@@ -17,9 +17,10 @@ HOOK := bin/sandbox-hook
 # The sandbox API's command line.
 SANDBOXCTL := bin/sandboxctl
 
-DEB_PACKAGES := busybox-static libseccomp-dev pkg-config gcc libc6-dev iproute2 curl jq
+DEB_PACKAGES := busybox-static libseccomp-dev pkg-config gcc libc6-dev iproute2 curl jq containernetworking-plugins
 CONTAINERD_BINS := $(addprefix $(OUT)/bin/,containerd ctr containerd-shim-runc-v2)
 RUNC_BIN := $(OUT)/bin/runc
+CRICTL_BIN := $(OUT)/bin/crictl
 
 # Static helper programs put into the test image at /usr/local/bin/<name>:
 # Go package dirs relative to the repo root (e.g. test/cmd/portgrab), built
@@ -33,8 +34,8 @@ IMAGE_ADDS := $(foreach b,$(IMAGE_CMD_BINS),$(b):/usr/local/bin/$(notdir $(b))) 
 .PHONY: all deps apt build image test vet fmt-check unit integration bench demo generate clean FORCE
 all: build
 
-## deps: Debian packages, then containerd, ctr, the runc shim and runc in _output/bin.
-deps: apt $(CONTAINERD_BINS) $(RUNC_BIN)
+## deps: Debian packages, then containerd, ctr, the runc shim, runc and crictl in _output/bin.
+deps: apt $(CONTAINERD_BINS) $(RUNC_BIN) $(CRICTL_BIN)
 
 apt:
 	@missing=""; \
@@ -56,11 +57,16 @@ $(OUT)/containerd.version: FORCE
 
 $(OUT)/runc.version: FORCE
 	$(call stamp,$@,$(RUNC_VERSION))
+$(OUT)/crictl.version: FORCE
+	$(call stamp,$@,$(CRI_TOOLS_VERSION))
 
 $(CONTAINERD_BINS) &: $(OUT)/containerd.version
 	GOBIN=$(OUTBIN) $(GO) install $(foreach c,containerd ctr containerd-shim-runc-v2,github.com/containerd/containerd/v2/cmd/$(c)@$(CONTAINERD_VERSION))
 	@touch $(CONTAINERD_BINS)
 
+$(CRICTL_BIN): $(OUT)/crictl.version
+	GOBIN=$(OUTBIN) $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRI_TOOLS_VERSION)
+	@touch $@
 $(RUNC_BIN): $(OUT)/runc.version
 	GOBIN=$(OUTBIN) $(GO) install -tags seccomp github.com/opencontainers/runc@$(RUNC_VERSION)
 	@touch $@
@@ -76,8 +82,8 @@ $(REAPER): libexec/reaper/reaper.c
 	@mkdir -p $(@D)
 	$(CC) -static -O2 -Wall -Werror -o $@ $<
 
-## image: the test image as an OCI layout tar, rebuilt when its inputs change.
-image: $(OUT)/image.tar
+## image: the test image and the CRI tests' pause image as OCI layout tars, rebuilt when their inputs change.
+image: $(OUT)/image.tar $(OUT)/pause.tar
 
 # Always built (go's cache makes it cheap) but replaced only when the bytes
 # differ, so the image is rebuilt only when a helper really changed.
@@ -96,6 +102,13 @@ $(OUT)/image.tar: $(wildcard test/image/*.go) $(OUT)/image.args $(wildcard /bin/
 		$(foreach a,$(IMAGE_ADD),$(firstword $(subst :, ,$(a))))
 	$(GO) run ./test/image -o $@ $(IMAGE_ARGS)
 
+$(OUT)/imagebin/pause: test/image/pause/pause.c
+	@mkdir -p $(@D)
+	$(CC) -static -O2 -Wall -Werror -o $@ $<
+$(OUT)/pause.args: FORCE
+	$(call stamp,$@,$(PAUSE_IMAGE))
+$(OUT)/pause.tar: $(wildcard test/image/*.go) $(OUT)/pause.args $(OUT)/imagebin/pause
+	$(GO) run ./test/image -o $@ -name $(PAUSE_IMAGE) -entrypoint /pause -add $(OUT)/imagebin/pause:/pause
 ## test: everything CI checks.
 test: deps build image vet fmt-check unit integration
 

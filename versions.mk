@@ -5,3 +5,6 @@ TEST_IMAGE := docker.io/sandbox-shim/test:latest
 # The API's code generators (make generate; the generated code is committed).
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_CONNECT_GO_VERSION := v1.19.1
+# CRI: crictl (sigs.k8s.io/cri-tools) for the CRI tests, and the pause image they pin.
+CRI_TOOLS_VERSION := v1.37.0
+PAUSE_IMAGE := docker.io/sandbox-shim/pause:test

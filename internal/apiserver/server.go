@@ -22,6 +22,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/sandbox-shim/api"
 	sandboxv1 "github.com/sandbox-shim/sandbox-shim/api/sandbox/v1"
@@ -154,11 +155,16 @@ const dialTimeout = time.Second
 // socket file a dead shim left is replaced; one something still answers
 // on is not.
 func listen(path string, uid, gid int) (net.Listener, error) {
+	addr, release, err := socketAddress(path)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != os.ModeSocket {
 			return nil, fmt.Errorf("%s exists and is not a socket: remove it", path)
 		}
-		conn, err := net.DialTimeout("unix", path, dialTimeout)
+		conn, err := net.DialTimeout("unix", addr, dialTimeout)
 		if err == nil {
 			conn.Close()
 			return nil, fmt.Errorf("%s is served by another process (a shim of the same sandbox still running?)", path)
@@ -170,9 +176,13 @@ func listen(path string, uid, gid int) (net.Listener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if addr != path {
+		// Its name outlives the directory descriptor: Close removes path.
+		ln.SetUnlinkOnClose(false)
 	}
 	// The directory is 0700 already: nobody else reaches the socket in the
 	// moment before these.
@@ -185,6 +195,30 @@ func listen(path string, uid, gid int) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
+}
+
+// maxSocketPath is the longest path a unix socket address holds (108
+// bytes with its NUL).
+const maxSocketPath = 107
+
+// socketAddress is a name binding or dialing path can use: path itself,
+// or, when it is too long for a socket address (a CRI container's 64-hex
+// id under a long namespace), its base name under /proc/self/fd/N of its
+// directory, opened here until release.
+func socketAddress(path string) (string, func(), error) {
+	if len(path) <= maxSocketPath {
+		return path, func() {}, nil
+	}
+	dir, err := unix.Open(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("socket directory of %s: %w", path, err)
+	}
+	addr := fmt.Sprintf("/proc/self/fd/%d/%s", dir, filepath.Base(path))
+	if len(addr) > maxSocketPath {
+		_ = unix.Close(dir)
+		return "", nil, fmt.Errorf("socket name %s too long even through its directory", filepath.Base(path))
+	}
+	return addr, func() { _ = unix.Close(dir) }, nil
 }
 
 // Close cancels every call in flight (their commands are killed), stops

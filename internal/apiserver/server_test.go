@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -280,4 +281,56 @@ func TestNoCompression(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeUnimplemented {
 		t.Fatalf("gzip request: %v, want unimplemented", err)
 	}
+}
+
+// TestListenLongPath: a socket path longer than a socket address holds
+// (a CRI container's 64-hex id under /run/io.sandbox/<ns>/) is bound
+// through its directory, served, and found stale like any other.
+func TestListenLongPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 64), strings.Repeat("e", 40))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "api.sock")
+	if len(path) <= maxSocketPath {
+		t.Fatalf("path of %d bytes is not too long", len(path))
+	}
+	ln, err := listen(path, os.Getuid(), os.Getgid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket at the long path: %v %v", fi, err)
+	}
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+	addr, release, err := socketAddress(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("unix", addr)
+	release()
+	if err != nil {
+		t.Fatalf("dial through the directory: %v", err)
+	}
+	b, _ := io.ReadAll(conn)
+	conn.Close()
+	if string(b) != "hi" {
+		t.Errorf("read %q", b)
+	}
+	if _, err := listen(path, os.Getuid(), os.Getgid()); err == nil || !strings.Contains(err.Error(), "served by another process") {
+		t.Errorf("second listen on a served socket: %v", err)
+	}
+	ln.Close()
+	// Closed: the file stays (its listener cannot unlink a name through a
+	// closed descriptor) and is found stale, replaced.
+	ln2, err := listen(path, os.Getuid(), os.Getgid())
+	if err != nil {
+		t.Fatalf("listen again after close: %v", err)
+	}
+	ln2.Close()
 }

@@ -93,6 +93,9 @@ type Daemon struct {
 	config string
 	env    []string
 
+	// cri is set for a daemon with CRI (StartCRI).
+	cri *criSetup
+
 	mu   sync.Mutex
 	proc *exec.Cmd
 	done chan struct{} // closed when proc has been waited for
@@ -103,6 +106,12 @@ var daemonSeq atomic.Int32
 // Start starts containerd from _output/bin, waits until it serves, and
 // imports _output/image.tar. It builds nothing.
 func Start(ctx context.Context) (*Daemon, error) {
+	return start(ctx, fmt.Sprintf("sst-%d-%d", os.Getpid(), daemonSeq.Add(1)), nil)
+}
+
+// start starts a daemon whose containers live in namespace, with CRI when
+// cri is set.
+func start(ctx context.Context, namespace string, cri *criSetup) (*Daemon, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
@@ -127,9 +136,10 @@ func Start(ctx context.Context) (*Daemon, error) {
 		Dir:       dir,
 		Address:   filepath.Join(dir, "c.sock"),
 		StateDir:  filepath.Join(dir, "state"),
-		Namespace: fmt.Sprintf("sst-%d-%d", os.Getpid(), daemonSeq.Add(1)),
+		Namespace: namespace,
 		root:      root,
 		config:    filepath.Join(dir, "config.toml"),
+		cri:       cri,
 	}
 	if err := d.writeConfig(); err != nil {
 		_ = d.Stop()
@@ -163,6 +173,14 @@ func daemonEnv(root string) []string {
 	return env
 }
 
+// criPlugins are the disabled plugins a CRI daemon (StartCRI) runs.
+var criPlugins = []string{
+	"io.containerd.grpc.v1.cri",
+	"io.containerd.cri.v1.images",
+	"io.containerd.cri.v1.runtime",
+	"io.containerd.podsandbox.controller.v1.podsandbox",
+}
+
 // Plugins a test daemon never needs; CRI and NRI also would want host paths.
 var disabledPlugins = []string{
 	"io.containerd.grpc.v1.cri",
@@ -190,10 +208,15 @@ func (d *Daemon) writeConfig() error {
 	// No drop-ins from the host's /etc/containerd/conf.d.
 	b.WriteString("imports = []\n")
 	fmt.Fprintf(&b, "disabled_plugins = [")
-	for i, p := range disabledPlugins {
-		if i > 0 {
+	n := 0
+	for _, p := range disabledPlugins {
+		if d.cri != nil && slices.Contains(criPlugins, p) {
+			continue
+		}
+		if n > 0 {
 			b.WriteString(", ")
 		}
+		n++
 		fmt.Fprintf(&b, "%q", p)
 	}
 	b.WriteString("]\n\n")
@@ -205,6 +228,11 @@ func (d *Daemon) writeConfig() error {
 	b.WriteString("[plugins.'io.containerd.server.v1.debug']\n  address = \"\"\n\n")
 	b.WriteString("[plugins.'io.containerd.server.v1.metrics']\n  address = \"\"\n\n")
 	fmt.Fprintf(&b, "[plugins.'io.containerd.shim.v1.manager']\n  socket_dir = %q\n", filepath.Join(d.Dir, "s"))
+	if d.cri != nil {
+		if err := d.writeCRIConfig(&b); err != nil {
+			return fmt.Errorf("write CRI config: %w", err)
+		}
+	}
 	if err := os.WriteFile(d.config, []byte(b.String()), 0o600); err != nil {
 		return fmt.Errorf("write containerd config: %w", err)
 	}
@@ -287,6 +315,12 @@ func (d *Daemon) logTail() string {
 }
 
 func (d *Daemon) importImage(ctx context.Context, path string) error {
+	return d.importImageNamed(ctx, path, Image)
+}
+
+// importImageNamed imports and unpacks the image tar at path, which must
+// hold name.
+func (d *Daemon) importImageNamed(ctx context.Context, path, name string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open image: %w", err)
@@ -302,10 +336,10 @@ func (d *Daemon) importImage(ctx context.Context, path string) error {
 		if err := client.NewImage(d.Client, img).Unpack(ctx, snapshotter); err != nil {
 			return fmt.Errorf("unpack %s: %w", img.Name, err)
 		}
-		found = found || img.Name == Image
+		found = found || img.Name == name
 	}
 	if !found {
-		return fmt.Errorf("%s does not contain %s", path, Image)
+		return fmt.Errorf("%s does not contain %s", path, name)
 	}
 	return nil
 }
@@ -405,6 +439,9 @@ func (d *Daemon) ShimPIDs() ([]int, error) {
 // and cgroups. It collects all errors and carries on past them.
 func (d *Daemon) Stop() error {
 	var errs []error
+	if d.cri != nil && d.Client != nil {
+		errs = append(errs, d.stopCRI())
+	}
 	if d.Client != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		errs = append(errs, d.deleteAll(ctx))
@@ -427,8 +464,9 @@ func (d *Daemon) Stop() error {
 	// which is unique to this daemon's namespace.
 	errs = append(errs, d.killCgroupProcs(10*time.Second))
 	errs = append(errs, d.unmountAll())
-	// The runc shim keeps runc's state outside Dir, keyed by namespace.
-	if d.Namespace != "" {
+	// The runc shim keeps runc's state outside Dir, keyed by namespace (a
+	// CRI daemon's runc has its root in Dir).
+	if d.Namespace != "" && d.cri == nil {
 		if err := os.RemoveAll(filepath.Join(runcRoot, d.Namespace)); err != nil {
 			errs = append(errs, fmt.Errorf("remove runc state: %w", err))
 		}
@@ -443,6 +481,9 @@ func (d *Daemon) Stop() error {
 		}
 	}
 	errs = append(errs, d.removeCgroups())
+	if d.cri != nil {
+		errs = append(errs, d.restoreCRIHost())
+	}
 	return errors.Join(errs...)
 }
 
@@ -516,7 +557,12 @@ func isZombie(pid int) bool {
 // cgroupDirs lists /sys/fs/cgroup/*/<Namespace> and every directory below,
 // deepest first.
 func (d *Daemon) cgroupDirs() []string {
-	tops, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", d.Namespace))
+	top := d.Namespace
+	if d.cri != nil {
+		// CRI places containers under their pod's cgroup parent.
+		top = strings.TrimPrefix(d.cri.cgroupParent, "/")
+	}
+	tops, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", top))
 	var dirs []string
 	for _, top := range tops {
 		_ = filepath.WalkDir(top, func(p string, e os.DirEntry, err error) error {

@@ -42,8 +42,9 @@ func main() {
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox binary (Debian busybox-static)")
 	var adds addFlag
 	flag.Var(&adds, "add", "SRC:DST: add host file SRC at DST with mode 0755 (repeatable)")
+	entrypoint := flag.String("entrypoint", "", "the image's entrypoint, one path (default: none, cmd /bin/sh)")
 	flag.Parse()
-	if err := run(*out, *name, *busybox, adds); err != nil {
+	if err := run(*out, *name, *busybox, *entrypoint, adds); err != nil {
 		fmt.Fprintln(os.Stderr, "image:", err)
 		os.Exit(1)
 	}
@@ -78,7 +79,7 @@ func (r rootfs) file(p string, mode int64, data []byte) {
 	r[p] = &entry{typ: tar.TypeReg, mode: mode, data: data}
 }
 
-func run(out, name, busybox string, adds []string) error {
+func run(out, name, busybox, entrypoint string, adds []string) error {
 	if err := checkStatic(busybox); err != nil {
 		return err
 	}
@@ -132,7 +133,7 @@ func run(out, name, busybox string, adds []string) error {
 	if err != nil {
 		return err
 	}
-	return writeLayout(out, name, layer)
+	return writeLayout(out, name, entrypoint, layer)
 }
 
 // checkStatic rejects a dynamically linked busybox, which would not run in
@@ -222,15 +223,19 @@ func jsonBlob(mediaType string, v any) (blob, error) {
 	return newBlob(mediaType, data), nil
 }
 
-func writeLayout(out, name string, layer []byte) error {
+func writeLayout(out, name, entrypoint string, layer []byte) error {
 	platform := ocispec.Platform{Architecture: runtime.GOARCH, OS: "linux"}
 	layerBlob := newBlob(ocispec.MediaTypeImageLayer, layer)
+	imageConfig := ocispec.ImageConfig{
+		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Cmd: []string{"/bin/sh"},
+	}
+	if entrypoint != "" {
+		imageConfig.Entrypoint, imageConfig.Cmd = []string{entrypoint}, nil
+	}
 	config, err := jsonBlob(ocispec.MediaTypeImageConfig, ocispec.Image{
 		Platform: platform,
-		Config: ocispec.ImageConfig{
-			Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			Cmd: []string{"/bin/sh"},
-		},
+		Config:   imageConfig,
 		// Uncompressed layer: its diff ID is its digest.
 		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layerBlob.desc.Digest}},
 	})

@@ -39,7 +39,7 @@ func TestLayout(t *testing.T) {
 	}
 	a, b := filepath.Join(dir, "a.tar"), filepath.Join(dir, "b.tar")
 	for _, out := range []string{a, b} {
-		if err := run(out, "example.com/x:v1", "/bin/busybox", []string{extra + ":/usr/local/bin/tool"}); err != nil {
+		if err := run(out, "example.com/x:v1", "/bin/busybox", "", []string{extra + ":/usr/local/bin/tool"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,0 +1,147 @@
+// Package cri drives the shim through containerd's CRI with crictl, as the
+// kubelet would: the "sandbox" runtime handler end to end (issue 11).
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandbox-shim/sandbox-shim/test/harness"
+)
+
+type crictl struct {
+	t *testing.T
+	d *harness.Daemon
+}
+
+// run runs crictl and returns its stdout; a failure fails the test.
+func (c crictl) run(args ...string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := c.d.Crictl(ctx, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		c.t.Fatalf("crictl %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// tryRun runs crictl and returns its combined output and error.
+func (c crictl) tryRun(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := c.d.Crictl(ctx, args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func writeJSON(t *testing.T, path string, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestCrictl: a pod on the sandbox handler, through its whole life with
+// crictl: runp, create, start, exec (streamed and -s), logs, stats, stop,
+// rm, stopp, rmp. The container's command is its control plane; an exec
+// lands in the workspace (uid 1000, not the control plane's root) and
+// cannot see the control plane's processes.
+func TestCrictl(t *testing.T) {
+	ctx := context.Background()
+	d, err := harness.StartCRI(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	c := crictl{t: t, d: d}
+	dir := t.TempDir()
+	logDir := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pod := writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
+		"metadata":      map[string]any{"name": "agent", "namespace": "default", "uid": "sst-pod-1", "attempt": 0},
+		"log_directory": logDir,
+		"linux":         map[string]any{"cgroup_parent": d.CgroupParent()},
+	})
+	container := writeJSON(t, filepath.Join(dir, "container.json"), map[string]any{
+		"metadata": map[string]any{"name": "agent"},
+		"image":    map[string]any{"image": harness.Image},
+		// The control plane: says it started, then serves nothing.
+		"command":  []string{"/bin/sh", "-c", "echo control-plane-up; exec sleep 3600"},
+		"log_path": "agent.log",
+		"linux":    map[string]any{},
+	})
+
+	podID := c.run("runp", "--runtime", harness.SandboxHandler, pod)
+	if podID == "" {
+		t.Fatal("runp printed no pod id")
+	}
+	if out := c.run("inspectp", "-o", "go-template", "--template", "{{.status.state}}", podID); out != "SANDBOX_READY" {
+		t.Fatalf("pod state %q", out)
+	}
+	ctrID := c.run("create", podID, container, pod)
+	c.run("start", ctrID)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := c.run("inspect", "-o", "go-template", "--template", "{{.status.state}}", ctrID)
+		if st == "CONTAINER_RUNNING" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container state %q after 30s", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// exec -s (ExecSync) and a streamed exec both land in the workspace.
+	if out := c.run("exec", "-s", ctrID, "id", "-u"); out != "1000" {
+		t.Errorf("exec -s id -u = %q, want 1000 (the workspace's user)", out)
+	}
+	if out := c.run("exec", ctrID, "sh", "-c", "id -u; echo to-stderr >&2"); !strings.Contains(out, "1000") {
+		t.Errorf("exec id -u = %q, want 1000", out)
+	}
+	// The control plane's processes are not in the workspace's PID namespace.
+	if out := c.run("exec", "-s", ctrID, "ps", "-o", "args"); strings.Contains(out, "sleep 3600") {
+		t.Errorf("the workspace sees the control plane:\n%s", out)
+	}
+	// An exec's exit status comes back.
+	if out, err := c.tryRun("exec", "-s", ctrID, "sh", "-c", "exit 3"); err == nil {
+		t.Errorf("exec exit 3 succeeded: %s", out)
+	}
+
+	if out := c.run("logs", ctrID); !strings.Contains(out, "control-plane-up") {
+		t.Errorf("logs = %q, want the control plane's output", out)
+	}
+	if out := c.run("stats", "-o", "json", ctrID); !strings.Contains(out, ctrID) {
+		t.Errorf("stats has no entry for the container:\n%s", out)
+	}
+
+	c.run("stop", "--timeout", "5", ctrID)
+	if st := c.run("inspect", "-o", "go-template", "--template", "{{.status.state}}", ctrID); st != "CONTAINER_EXITED" {
+		t.Errorf("state after stop %q", st)
+	}
+	c.run("rm", ctrID)
+	c.run("stopp", podID)
+	c.run("rmp", podID)
+	if out := c.run("pods", "-q"); out != "" {
+		t.Errorf("pods left: %s", out)
+	}
+}
