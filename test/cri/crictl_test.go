@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -125,6 +126,36 @@ func TestCrictl(t *testing.T) {
 	// An exec's exit status comes back.
 	if out, err := c.tryRun("exec", "-s", ctrID, "sh", "-c", "exit 3"); err == nil {
 		t.Errorf("exec exit 3 succeeded: %s", out)
+	}
+
+	// Guarantee 1 holds in a pod: kill -9 -1 from an exec leaves the
+	// control plane running, not restarted.
+	_, _ = c.tryRun("exec", "-s", ctrID, "sh", "-c", "kill -9 -1")
+	time.Sleep(500 * time.Millisecond)
+	if st := c.run("inspect", "-o", "go-template", "--template", "{{.status.state}}", ctrID); st != "CONTAINER_RUNNING" {
+		t.Errorf("state after kill -9 -1 from an exec: %q", st)
+	}
+	if out := c.run("exec", "-s", ctrID, "echo", "still-serving"); out != "still-serving" {
+		t.Errorf("exec after kill -9 -1: %q", out)
+	}
+
+	// The container's sandbox API, at the documented host path: an
+	// execSecure canary reaches its command, from sandboxctl's own env.
+	sandboxctl, err := harness.RepoBinary("sandboxctl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join("/run/io.sandbox", harness.CRINamespace, ctrID, "api.sock")); err != nil {
+		t.Errorf("the container's API socket: %v", err)
+	}
+	secure := exec.Command(sandboxctl, "-n", harness.CRINamespace, "exec-secure", ctrID, "--env", "SST_CANARY", "--",
+		"sh", "-c", `test "$SST_CANARY" = cri-canary-51 && id -u`)
+	secure.Env = append(os.Environ(), "SST_CANARY=cri-canary-51")
+	if out, err := secure.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "1000" {
+		t.Errorf("sandboxctl exec-secure in the pod's container: %v: %s", err, out)
+	}
+	if out := c.run("exec", "-s", ctrID, "sh", "-c", "env; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'"); strings.Contains(out, "cri-canary-51") {
+		t.Errorf("the workspace sees the canary:\n%s", out)
 	}
 
 	if out := c.run("logs", ctrID); !strings.Contains(out, "control-plane-up") {
