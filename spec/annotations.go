@@ -44,7 +44,8 @@ type Settings struct {
 	// UserEnv are the env keys an exec may inherit from the control plane.
 	UserEnv []string
 	// UserMounts are the bundle mount destinations (clean, absolute) the
-	// workspace keeps.
+	// workspace keeps even when they carry credentials (data volumes it
+	// keeps anyway).
 	UserMounts []string
 	// ReservedPorts are the control plane's TCP ports, in the annotation's
 	// order (the order of its fds from 3); none when empty.

@@ -777,9 +777,44 @@ func TestWorkspaceProcessEnv(t *testing.T) {
 	}
 }
 
-// TestWorkspaceMounts: only kernel filesystems, the /dev tmpfs and
-// read-only name-resolution files reach the workspace, plus what
-// io.sandbox.user.mounts lists; /tmp and /dev/shm are private.
+// TestCredentialMount: what a kubelet, CRI, Docker or a platform mounts
+// that carries credentials, against ordinary data volumes.
+func TestCredentialMount(t *testing.T) {
+	pod := "/var/lib/kubelet/pods/0b1c-uid"
+	for _, c := range []struct {
+		dst, src   string
+		credential bool
+	}{
+		{"/var/run/secrets/kubernetes.io/serviceaccount", pod + "/volumes/kubernetes.io~projected/kube-api-access-x", true},
+		{"/etc/creds", pod + "/volumes/kubernetes.io~secret/db-password", true},
+		{"/etc/tokens", pod + "/volumes/kubernetes.io~projected/vault", true},
+		{"/run/secrets/api-key", "/var/lib/docker/secrets/api-key", true},
+		{"/var/run/secrets", "/somewhere", true},
+		{"/run/containerd/containerd.sock", "/run/containerd/containerd.sock", true},
+		{"/var/run/docker.sock", "/var/run/docker.sock", true},
+		{"/host/agent.sock", "/tmp/agent.sock", true},
+		{"/mnt/crio", "/run/crio", true},
+		{"/dev/termination-log", pod + "/containers/agent/1234", true},
+		{"/run/sandbox", "/run/io.sandbox/k8s.io/abc/control-plane", true},
+		{"/workspace", pod + "/volumes/kubernetes.io~empty-dir/workspace", false},
+		{"/etc/config", pod + "/volumes/kubernetes.io~configmap/settings", false},
+		{"/data", pod + "/volumes/kubernetes.io~csi/pvc-1/mount", false},
+		{"/host/logs", "/var/log/app", false},
+		{"/mnt/shared", "/srv/shared", false},
+		{"/secrets-not", "/srv/secretsish", false},
+	} {
+		m := specs.Mount{Destination: c.dst, Source: c.src, Type: "bind", Options: []string{"rbind"}}
+		if got := credentialMount(m); got != c.credential {
+			t.Errorf("%s from %s: credential %v, want %v", c.dst, c.src, got, c.credential)
+		}
+	}
+}
+
+// TestWorkspaceMounts: kernel filesystems, the /dev tmpfs, read-only
+// name-resolution files and the data volumes (with their options) reach
+// the workspace; credentials (a service account token, the runtime's
+// socket) only when io.sandbox.user.mounts lists them; /tmp and /dev/shm
+// are private.
 func TestWorkspaceMounts(t *testing.T) {
 	bind := func(dst, src string, opts ...string) specs.Mount {
 		return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: append([]string{"rbind"}, opts...)}
@@ -797,8 +832,8 @@ func TestWorkspaceMounts(t *testing.T) {
 		{Destination: "/etc/hostname", Type: "none", Source: "/pod/hostname", Options: []string{"bind", "rw"}},
 		bind("/var/run/secrets/kubernetes.io/serviceaccount", "/pod/token", "ro"),
 		bind("/run/docker.sock", "/run/docker.sock"),
-		bind("/cache", "/pod/empty-dir", "rw"),
-		bind("/data", "/pod/data", "rw"),
+		bind("/cache", "/pod/empty-dir", "rw", "rshared"),
+		bind("/data", "/pod/data", "ro"),
 		{Destination: "/run", Type: "tmpfs", Source: "tmpfs"},
 		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs"},
 		{Destination: "/etc/passwd", Type: "tmpfs", Source: "tmpfs"}, // odd, but a private instance too
@@ -818,9 +853,10 @@ func TestWorkspaceMounts(t *testing.T) {
 		user []string
 		keep []string // destinations besides the always-kept ones
 	}{
-		{name: "default"},
-		{name: "annotated", user: []string{"/data", "/cache"}, keep: []string{"/data", "/cache"}},
-		{name: "annotated shared /tmp and /dev/shm", user: []string{"/tmp", "/dev/shm"}},
+		{name: "default", keep: []string{"/data", "/cache"}},
+		{name: "annotated", user: []string{"/var/run/secrets/kubernetes.io/serviceaccount", "/run/docker.sock"},
+			keep: []string{"/data", "/cache", "/var/run/secrets/kubernetes.io/serviceaccount", "/run/docker.sock"}},
+		{name: "annotated shared /tmp and /dev/shm", user: []string{"/tmp", "/dev/shm"}, keep: []string{"/data", "/cache"}},
 	} {
 		caps := WorkspaceLeftoverCaps(256<<20, 0)
 		out := byDst(workspaceMounts(slices.Clone(in), workspaceMountConfig{reaper: "/opt/reaper", user: c.user, caps: caps, platformUID: 65534}))
@@ -844,6 +880,13 @@ func TestWorkspaceMounts(t *testing.T) {
 		}
 		if o := out["/dev/pts"].Options; !slices.Contains(o, "max=256") || slices.Contains(o, "max=1000") {
 			t.Errorf("%s: devpts not capped: %v", c.name, o)
+		}
+		// A data volume keeps its own read-only and propagation options.
+		if o := out["/data"].Options; !slices.Equal(o, []string{"rbind", "ro"}) {
+			t.Errorf("%s: /data options %v, want the bundle's", c.name, o)
+		}
+		if o := out["/cache"].Options; !slices.Equal(o, []string{"rbind", "rw", "rshared"}) {
+			t.Errorf("%s: /cache options %v, want the bundle's", c.name, o)
 		}
 		shared := slices.Contains(c.user, "/dev/shm")
 		if shm := out["/dev/shm"]; shared != (shm.Type == "bind") {
@@ -870,8 +913,8 @@ func TestWorkspaceMounts(t *testing.T) {
 		if p := out[PlatformPtyDir+"/pts"]; p.Type != "devpts" || !slices.Contains(p.Options, "newinstance") || !slices.Contains(p.Options, "max=64") {
 			t.Errorf("%s: platform devpts %+v", c.name, p)
 		}
-		if slices.Contains(c.keep, "/data") && !slices.Contains(out["/data"].Options, "rw") {
-			t.Errorf("%s: annotated mount changed: %+v", c.name, out["/data"])
+		if tok, ok := out["/var/run/secrets/kubernetes.io/serviceaccount"]; ok && !slices.Equal(tok.Options, []string{"rbind", "ro"}) {
+			t.Errorf("%s: annotated credential mount changed: %+v", c.name, tok)
 		}
 	}
 	// The input is left alone.

@@ -253,6 +253,46 @@ func workspaceResources(s *specs.Spec, st Settings) *specs.LinuxResources {
 // read-only: the names the control plane resolves with.
 var userBindMounts = []string{"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
 
+// credentialPaths are where credentials are mounted by convention: a
+// Kubernetes service account's token, Docker's and Compose's secrets.
+var credentialPaths = []string{"/var/run/secrets", "/run/secrets"}
+
+// credentialVolumes are the kubelet's volume plugins whose volumes hold
+// credentials: Secrets and projected volumes (service account tokens).
+var credentialVolumes = []string{"/volumes/kubernetes.io~secret/", "/volumes/kubernetes.io~projected/"}
+
+// runtimeDirs hold the host's runtime and agent sockets and state.
+var runtimeDirs = []string{"/run/containerd", "/var/run/containerd", "/run/docker", "/var/run/docker", "/run/crio",
+	"/var/run/crio", "/run/podman", "/var/lib/kubelet/device-plugins", "/var/lib/kubelet/pod-resources", "/run/io.sandbox"}
+
+// credentialMount tells whether a bundle mount carries credentials, which
+// user code gets only when the platform names it: a Secret or projected
+// volume, anything at or below a conventional secrets path, a runtime's
+// or agent's socket or state (a .sock, the runtimes' directories), or the
+// kubelet's termination log (the control plane's own status).
+func credentialMount(m specs.Mount) bool {
+	dst, src := path.Clean(m.Destination), path.Clean(m.Source)
+	for _, p := range credentialPaths {
+		if within(dst, p) {
+			return true
+		}
+	}
+	for _, v := range credentialVolumes {
+		if strings.Contains(src+"/", v) {
+			return true
+		}
+	}
+	for _, d := range runtimeDirs {
+		if within(src, d) || within(dst, d) {
+			return true
+		}
+	}
+	if strings.HasSuffix(src, ".sock") || strings.HasSuffix(dst, ".sock") || dst == "/dev/termination-log" {
+		return true
+	}
+	return false
+}
+
 // workspaceMountConfig is what shapes the workspace's mounts.
 type workspaceMountConfig struct {
 	// reaper is the reaper binary's host path.
@@ -275,16 +315,20 @@ type workspaceMountConfig struct {
 	homeOwner Identity
 }
 
-// workspaceMounts keeps only what user code needs of the bundle's mounts:
-// the kernel filesystems (proc, sysfs and cgroupfs read-only, mqueue,
-// devpts capped at WorkspacePtyMax ptys), the /dev tmpfs, and read-only
-// /etc/hosts, /etc/resolv.conf and /etc/hostname. Everything else (secret
-// volumes, service-account tokens, host sockets, emptyDirs) is the control
-// plane's unless its destination is in c.user (io.sandbox.user.mounts).
-// /tmp and /dev/shm become private tmpfs (CRI's /dev/shm is the pod's,
-// shared with the control plane). Every tmpfs is sized and its inodes
-// counted from c.caps; the platform's devpts instance and the reaper are
-// added.
+// workspaceMounts shapes the bundle's mounts for user code. It keeps the
+// kernel filesystems (proc, sysfs and cgroupfs read-only, mqueue, devpts
+// capped at WorkspacePtyMax ptys), the /dev tmpfs, read-only /etc/hosts,
+// /etc/resolv.conf and /etc/hostname, and every data volume (emptyDir,
+// hostPath, persistent volumes, configMaps, `ctr run --mount`) with its
+// own read-only and propagation options: the usual workspace of a coding
+// agent is a volume it shares with the code it runs. Credentials are the
+// control plane's (credentialMount: Secret and projected volumes, service
+// account tokens, the runtime's and agents' sockets, the termination log)
+// unless their destination is in c.user (io.sandbox.user.mounts), and so
+// is the sandbox API's directory, always. /tmp and /dev/shm become private
+// tmpfs (CRI's /dev/shm is the pod's, shared with the control plane).
+// Every tmpfs is sized and its inodes counted from c.caps; the platform's
+// devpts instance and the reaper are added.
 func workspaceMounts(in []specs.Mount, c workspaceMountConfig) []specs.Mount {
 	var out []specs.Mount
 	privateTmp, shm := true, false
@@ -324,7 +368,7 @@ func workspaceMounts(in []specs.Mount, c workspaceMountConfig) []specs.Mount {
 			// A tmpfs is a new, empty instance in each container: private.
 		case slices.Contains(userBindMounts, dst) && isBind(m):
 			m.Options = readOnly(m.Options)
-		default:
+		case credentialMount(m):
 			continue
 		}
 		if slices.Contains(c.homes, dst) {

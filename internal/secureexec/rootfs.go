@@ -63,7 +63,7 @@ func releaseStateDir(dir string) {
 // the rootfs (a tool caching a credential in /var/tmp, a project dir, a
 // config file) lands in that tmpfs: in memory, charged to its cgroup,
 // invisible to the workspace, gone with the container. Volumes shared with
-// user code (io.sandbox.user.mounts) stay shared.
+// user code (data volumes, credentials io.sandbox.user.mounts names) stay shared.
 type privateRootfs struct {
 	merged string
 }

@@ -82,7 +82,25 @@ func TestCrictl(t *testing.T) {
 		"log_directory": logDir,
 		"linux":         map[string]any{"cgroup_parent": d.CgroupParent()},
 	})
+	// A volume the agent shares with the code it runs, and its service
+	// account token, which stays the agent's.
+	volume, token := filepath.Join(dir, "workspace"), filepath.Join(dir, "token")
+	for _, p := range []string{volume, token} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(volume, "task.txt"), []byte("shared-task\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(token, "token"), []byte("sa-token-secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	container := writeJSON(t, filepath.Join(dir, "container.json"), map[string]any{
+		"mounts": []map[string]any{
+			{"container_path": "/workspace", "host_path": volume},
+			{"container_path": "/var/run/secrets/kubernetes.io/serviceaccount", "host_path": token, "readonly": true},
+		},
 		"metadata": map[string]any{"name": "agent"},
 		"image":    map[string]any{"image": harness.Image},
 		// The control plane: says it started, then serves nothing.
@@ -122,6 +140,10 @@ func TestCrictl(t *testing.T) {
 	// The control plane's processes are not in the workspace's PID namespace.
 	if out := c.run("exec", "-s", ctrID, "ps", "-o", "args"); strings.Contains(out, "sleep 3600") {
 		t.Errorf("the workspace sees the control plane:\n%s", out)
+	}
+	// The shared volume is there, the token is not.
+	if out := c.run("exec", "-s", ctrID, "sh", "-c", "cat /workspace/task.txt; cat /var/run/secrets/kubernetes.io/serviceaccount/token 2>&1; true"); !strings.Contains(out, "shared-task") || strings.Contains(out, "sa-token-secret") {
+		t.Errorf("workspace volumes: %q, want the shared volume and no token", out)
 	}
 	// An exec's exit status comes back.
 	if out, err := c.tryRun("exec", "-s", ctrID, "sh", "-c", "exit 3"); err == nil {

@@ -71,32 +71,44 @@ func TestExecEnvWithoutControlPlaneSecrets(t *testing.T) {
 	}
 }
 
-// TestWorkspaceMountAllowList: a bundle's bind mount (a secret volume, a
-// token, a host socket) is the control plane's unless io.sandbox.user.mounts
-// names it; /etc/hosts is kept read-only and devpts is capped.
+// TestWorkspaceMountAllowList: a bundle's data volume is shared with user
+// code, with its options; its credentials (a service account token, a
+// Secret volume) are the control plane's unless io.sandbox.user.mounts
+// names them; /etc/hosts is kept read-only and devpts is capped.
 func TestWorkspaceMountAllowList(t *testing.T) {
 	skipUnderRunc(t, "runc execs share the container's mounts")
 	ctx := testCtx(t)
-	secret, shared := t.TempDir(), t.TempDir()
+	token, data := t.TempDir(), t.TempDir()
+	// A Secret volume where the kubelet puts them.
+	named := filepath.Join(t.TempDir(), "pods", "uid", "volumes", "kubernetes.io~secret", "creds")
+	if err := os.MkdirAll(named, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	hosts := filepath.Join(t.TempDir(), "hosts")
 	for _, f := range []struct{ path, data string }{
-		{filepath.Join(secret, "token"), "s3cret\n"}, {filepath.Join(shared, "f"), "shared\n"}, {hosts, "127.0.0.1 localhost\n"},
+		{filepath.Join(token, "token"), "s3cret\n"}, {filepath.Join(data, "f"), "shared\n"},
+		{filepath.Join(named, "password"), "named-credential\n"}, {hosts, "127.0.0.1 localhost\n"},
 	} {
 		if err := os.WriteFile(f.path, []byte(f.data), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	const tokenDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 	task, _ := runningContainer(t, oci.WithMounts([]specs.Mount{
-		{Destination: "/secrets/token", Type: "bind", Source: secret, Options: []string{"rbind", "ro"}},
-		{Destination: "/mnt/shared", Type: "bind", Source: shared, Options: []string{"rbind", "ro"}},
+		{Destination: tokenDir, Type: "bind", Source: token, Options: []string{"rbind", "ro"}},
+		{Destination: "/mnt/data", Type: "bind", Source: data, Options: []string{"rbind", "ro"}},
+		{Destination: "/mnt/creds", Type: "bind", Source: named, Options: []string{"rbind", "ro"}},
 		{Destination: "/etc/hosts", Type: "bind", Source: hosts, Options: []string{"rbind", "rw"}},
-	}), withAnnotations("io.sandbox.user.mounts", "/mnt/shared"))
-	if got, err := readInContainer(task.Pid(), "/secrets/token/token"); err != nil || got != "s3cret\n" {
-		t.Fatalf("control plane lost its volume: %q %v", got, err)
+	}), withAnnotations("io.sandbox.user.mounts", "/mnt/creds"))
+	if got, err := readInContainer(task.Pid(), tokenDir+"/token"); err != nil || got != "s3cret\n" {
+		t.Fatalf("control plane lost its token: %q %v", got, err)
 	}
-	out, _, code := runExec(t, ctx, task, "ls", "sh", "-c", "cat /secrets/token/token; cat /mnt/shared/f; cat /etc/hosts")
-	if strings.Contains(out, "s3cret") || !strings.Contains(out, "shared\n") || !strings.Contains(out, "localhost") {
-		t.Fatalf("workspace sees %q (exit %d): want the annotated mount and /etc/hosts only", out, code)
+	out, _, code := runExec(t, ctx, task, "ls", "sh", "-c", "cat "+tokenDir+"/token; cat /mnt/data/f; cat /mnt/creds/password; cat /etc/hosts")
+	if strings.Contains(out, "s3cret") || !strings.Contains(out, "shared\n") || !strings.Contains(out, "named-credential") || !strings.Contains(out, "localhost") {
+		t.Fatalf("workspace sees %q (exit %d): want the data volume, the named credential and /etc/hosts, not the token", out, code)
+	}
+	if _, _, code := runExec(t, ctx, task, "write", "sh", "-c", "echo x > /mnt/data/new"); code == 0 {
+		t.Error("a read-only data volume is writable in the workspace")
 	}
 	mi, _, _ := runExec(t, ctx, task, "mountinfo", "cat", "/proc/self/mountinfo")
 	for _, line := range strings.Split(mi, "\n") {
@@ -113,8 +125,8 @@ func TestWorkspaceMountAllowList(t *testing.T) {
 			if !strings.Contains(line, "max=256") {
 				t.Errorf("devpts not capped: %s", line)
 			}
-		case "/secrets/token":
-			t.Errorf("secret volume mounted in the workspace: %s", line)
+		case tokenDir:
+			t.Errorf("service account token mounted in the workspace: %s", line)
 		}
 	}
 }
