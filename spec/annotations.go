@@ -25,6 +25,10 @@ const (
 
 // Settings is the sandbox configuration read from the bundle.
 type Settings struct {
+	// PodSandbox tells that the bundle is a pod's sandbox (pause) container
+	// under CRI: it holds the pod's namespaces and runs nothing of the
+	// platform's, so it gets no workspace, no secure exec and no API.
+	PodSandbox bool
 	// UID and GID of every workspace process.
 	UID, GID uint32
 	// UserFromAnnotation tells whether io.sandbox.user chose the user.
@@ -89,6 +93,7 @@ func (e *AnnotationError) Error() string {
 func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 	st := Settings{PidsLimit: DefaultPidsLimit}
 	ann := s.Annotations
+	st.PodSandbox = ann[criContainerType] == "sandbox"
 	if s.Process != nil {
 		st.ControlUID = s.Process.User.UID
 	}

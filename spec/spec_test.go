@@ -473,7 +473,7 @@ func TestParseSettings(t *testing.T) {
 		{"no reserved ports", withAnn(map[string]string{api.AnnotationReservedPorts: " ", api.AnnotationReservedPortsUserConnect: "deny"}, 0, nil),
 			Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
 		{"pod sandbox container", withAnn(map[string]string{"io.kubernetes.cri.container-type": "sandbox"}, 0, nil),
-			Settings{UID: 1000, GID: 1000, PidsLimit: 1024}},
+			Settings{PodSandbox: true, UID: 1000, GID: 1000, PidsLimit: 1024}},
 	}
 	for _, c := range ok {
 		got, err := ParseSettings(c.s, Limits{})
@@ -539,6 +539,28 @@ func TestParseSecureExec(t *testing.T) {
 // TestParseSettingsPids: a sandbox pids limit (the bundle's, or a lower
 // one of an ancestor cgroup) caps the workspace below it, leaving the
 // control plane a reserve of max(limit/4, 4).
+// TestParseSettingsPodSandbox: CRI's pause container is told apart from
+// the pod's app containers.
+func TestParseSettingsPodSandbox(t *testing.T) {
+	for typ, want := range map[string]bool{"sandbox": true, "container": false, "": false} {
+		s := bundle(t)
+		s.Annotations = map[string]string{}
+		if typ != "" {
+			s.Annotations["io.kubernetes.cri.container-type"] = typ
+		}
+		st, err := ParseSettings(s, Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.PodSandbox != want {
+			t.Errorf("container-type %q: PodSandbox %v", typ, st.PodSandbox)
+		}
+		if want && len(st.ReservedPorts) > 0 {
+			t.Errorf("the pause container reserves ports %v", st.ReservedPorts)
+		}
+	}
+}
+
 func TestParseSettingsPids(t *testing.T) {
 	spec := func(bundle int64, ann string) *specs.Spec {
 		s := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}

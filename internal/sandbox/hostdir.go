@@ -63,6 +63,10 @@ func auditPath(namespace, id string) string {
 	return filepath.Join(api.HostDir(namespace, id), "audit.jsonl")
 }
 
+// PodSandbox tells whether this is a pod's sandbox (pause) container: no
+// workspace, no secure exec, no API.
+func (sb *Sandbox) PodSandbox() bool { return sb.settings.PodSandbox }
+
 // ControlPlaneUser is the control plane's uid and gid: they own its API
 // socket.
 func (sb *Sandbox) ControlPlaneUser() (uid, gid int) {

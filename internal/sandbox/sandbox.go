@@ -174,8 +174,13 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	if err != nil {
 		return nil, fail(nil, err)
 	}
+	// A pod's sandbox (pause) container gets no API, so no API directory.
+	apiDir := api.ControlPlaneHostDir(cfg.Namespace, cfg.ID)
+	if settings.PodSandbox {
+		apiDir = ""
+	}
 	// Convert everything before touching the host: a bad bundle leaves nothing.
-	controlPlane, err := spec.ControlPlane(cfg.ID, cfg.Bundle, s, paths, api.ControlPlaneHostDir(cfg.Namespace, cfg.ID))
+	controlPlane, err := spec.ControlPlane(cfg.ID, cfg.Bundle, s, paths, apiDir)
 	if err != nil {
 		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
@@ -200,15 +205,17 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	}()
 	if network.made != nil {
 		// Again, now joining the namespace the shim made.
-		if controlPlane, err = spec.ControlPlane(cfg.ID, cfg.Bundle, network.bundle, paths, api.ControlPlaneHostDir(cfg.Namespace, cfg.ID)); err != nil {
+		if controlPlane, err = spec.ControlPlane(cfg.ID, cfg.Bundle, network.bundle, paths, apiDir); err != nil {
 			return nil, fail(errdefs.ErrInvalidArgument, err)
 		}
 	}
 	network.handOver(controlPlane, logger)
 	// The control plane's bind mount of the API directory needs it before
 	// its init starts; the API server adds the sockets.
-	if err := prepareHostDir(cfg.Namespace, cfg.ID, s.Process.User); err != nil {
-		return nil, fail(nil, err)
+	if apiDir != "" {
+		if err := prepareHostDir(cfg.Namespace, cfg.ID, s.Process.User); err != nil {
+			return nil, fail(nil, err)
+		}
 	}
 	defer func() {
 		if retErr != nil {

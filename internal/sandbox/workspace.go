@@ -66,6 +66,11 @@ func (sb *Sandbox) currentWorkspace() *workspace {
 // down would slow every short-lived task.
 func (sb *Sandbox) scheduleWorkspace(ctx context.Context) {
 	ws := sb.workspace // under sb.mu (Start)
+	if sb.settings.PodSandbox {
+		// Nothing to build: its "workspace" is the error execs get.
+		sb.buildWorkspace(ctx, ws)
+		return
+	}
 	go func() {
 		select {
 		case <-time.After(workspaceBuildDelay):
@@ -93,6 +98,10 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context, ws *workspace) {
 	fail := func(err error) {
 		ws.err = err
 		log.G(ctx).WithError(err).WithField("id", sb.ID).Error("workspace unavailable: execs will fail")
+	}
+	if sb.settings.PodSandbox {
+		ws.err = errors.New("a pod's sandbox (pause) container has no workspace: exec into the pod's app containers")
+		return
 	}
 	// A control plane that already exited (a one-shot task) needs none.
 	if sb.stopped() {

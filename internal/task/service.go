@@ -345,11 +345,15 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, errgrpc.ToGRPC(err)
 	}
 	// Served from now: the control plane may call it as soon as it starts.
-	uid, gid := sb.ControlPlaneUser()
-	server, err := apiserver.Serve(apiserver.Config{
-		Namespace: ns, SandboxID: r.ID, Backend: sb.API(),
-		ControlPlaneUID: uid, ControlPlaneGID: gid,
-	})
+	// A pod's sandbox (pause) container has none: nothing runs there.
+	var server *apiserver.Server
+	if !sb.PodSandbox() {
+		uid, gid := sb.ControlPlaneUser()
+		server, err = apiserver.Serve(apiserver.Config{
+			Namespace: ns, SandboxID: r.ID, Backend: sb.API(),
+			ControlPlaneUID: uid, ControlPlaneGID: gid,
+		})
+	}
 	if err != nil {
 		if derr := sb.Delete(ctx); derr != nil {
 			log.G(ctx).WithError(derr).WithField("id", r.ID).Warn("remove the sandbox whose API did not start")
@@ -360,7 +364,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	}
 	s.mu.Lock()
 	s.sandboxes[r.ID] = sb
-	s.apis[r.ID] = server
+	if server != nil {
+		s.apis[r.ID] = server
+	}
 	gate.created = true
 	s.mu.Unlock()
 	pid := uint32(sb.Init().Pid())

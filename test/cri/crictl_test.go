@@ -116,6 +116,14 @@ func TestCrictl(t *testing.T) {
 	if out := c.run("inspectp", "-o", "go-template", "--template", "{{.status.state}}", podID); out != "SANDBOX_READY" {
 		t.Fatalf("pod state %q", out)
 	}
+	// The pod's sandbox (pause) container runs under the shim as a plain
+	// container: no API, no workspace (no reaper in its cgroup).
+	if _, err := os.Stat(filepath.Join("/run/io.sandbox", harness.CRINamespace, podID)); !os.IsNotExist(err) {
+		t.Errorf("the pause container has an API directory: %v", err)
+	}
+	if pids := reapersIn(t, podID); len(pids) > 0 {
+		t.Errorf("the pause container has a workspace: reapers %v", pids)
+	}
 	ctrID := c.run("create", podID, container, pod)
 	c.run("start", ctrID)
 	deadline := time.Now().Add(30 * time.Second)
@@ -133,6 +141,10 @@ func TestCrictl(t *testing.T) {
 	// exec -s (ExecSync) and a streamed exec both land in the workspace.
 	if out := c.run("exec", "-s", ctrID, "id", "-u"); out != "1000" {
 		t.Errorf("exec -s id -u = %q, want 1000 (the workspace's user)", out)
+	}
+	// (The check above can see a workspace: the app container has one.)
+	if len(reapersIn(t, ctrID)) == 0 {
+		t.Error("no workspace reaper found for the app container")
 	}
 	if out := c.run("exec", ctrID, "sh", "-c", "id -u; echo to-stderr >&2"); !strings.Contains(out, "1000") {
 		t.Errorf("exec id -u = %q, want 1000", out)
@@ -197,4 +209,21 @@ func TestCrictl(t *testing.T) {
 	if out := c.run("pods", "-q"); out != "" {
 		t.Errorf("pods left: %s", out)
 	}
+}
+
+// reapersIn lists the sandbox-reaper processes whose cgroup names id.
+func reapersIn(t *testing.T, id string) []string {
+	t.Helper()
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), "sandbox-reaper") {
+			continue
+		}
+		if cg, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup")); err == nil && strings.Contains(string(cg), id) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
