@@ -29,6 +29,9 @@ type Settings struct {
 	// under CRI: it holds the pod's namespaces and runs nothing of the
 	// platform's, so it gets no workspace, no secure exec and no API.
 	PodSandbox bool
+	// PodContainer tells that the bundle is an app container of a pod
+	// under CRI: it shares the pod's network namespace with its siblings.
+	PodContainer bool
 	// UID and GID of every workspace process.
 	UID, GID uint32
 	// UserFromAnnotation tells whether io.sandbox.user chose the user.
@@ -94,6 +97,7 @@ func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 	st := Settings{PidsLimit: DefaultPidsLimit}
 	ann := s.Annotations
 	st.PodSandbox = ann[criContainerType] == "sandbox"
+	st.PodContainer = ann[criContainerType] == "container"
 	if s.Process != nil {
 		st.ControlUID = s.Process.User.UID
 	}

@@ -555,6 +555,9 @@ func TestParseSettingsPodSandbox(t *testing.T) {
 		if st.PodSandbox != want {
 			t.Errorf("container-type %q: PodSandbox %v", typ, st.PodSandbox)
 		}
+		if st.PodContainer != (typ == "container") {
+			t.Errorf("container-type %q: PodContainer %v", typ, st.PodContainer)
+		}
 		if want && len(st.ReservedPorts) > 0 {
 			t.Errorf("the pause container reserves ports %v", st.ReservedPorts)
 		}

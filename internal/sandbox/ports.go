@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/sandbox-shim/api"
 	"github.com/sandbox-shim/sandbox-shim/internal/netpolicy"
@@ -86,6 +88,15 @@ func reserveNetwork(s *specs.Spec, settings spec.Settings) (_ *reservedNetwork, 
 	}()
 	// Create names the sandbox in its errors.
 	n.reservation, err = reserve.Make(reserve.Request{NetworkNamespace: ns, Ports: settings.ReservedPorts})
+	if err != nil && settings.PodContainer && network.Path != "" && errors.Is(err, unix.EADDRINUSE) {
+		// The pod's first app container to ask holds the ports in the
+		// pod's network namespace (the pod annotation reaches every
+		// container); a later sibling holds none, and its workspace is
+		// still refused them (confineUserNetwork).
+		log.L.WithError(err).Infof("reserved ports %s are held in the pod's network namespace already (by an earlier container of the pod): this container's control plane gets none",
+			joinPorts(settings.ReservedPorts, ","))
+		return n, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w (%s=%q; a port already taken in the namespace cannot be reserved)",
 			errdefs.ErrFailedPrecondition, err, api.AnnotationReservedPorts, joinPorts(settings.ReservedPorts, ","))

@@ -43,6 +43,29 @@ func (c crictl) tryRun(args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
+// startCRI starts a CRI daemon for the test and writes a pod config
+// named name (its logs in the test's directory), which it returns with the
+// directory.
+func startCRI(t *testing.T, name string) (c crictl, pod, dir string) {
+	t.Helper()
+	d, err := harness.StartCRI(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	dir = t.TempDir()
+	pod = writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": "sst-pod-" + name, "attempt": 0},
+		"log_directory": dir,
+		"linux":         map[string]any{"cgroup_parent": d.CgroupParent()},
+	})
+	return crictl{t: t, d: d}, pod, dir
+}
+
 func writeJSON(t *testing.T, path string, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -61,27 +84,7 @@ func writeJSON(t *testing.T, path string, v any) string {
 // lands in the workspace (uid 1000, not the control plane's root) and
 // cannot see the control plane's processes.
 func TestCrictl(t *testing.T) {
-	ctx := context.Background()
-	d, err := harness.StartCRI(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := d.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	c := crictl{t: t, d: d}
-	dir := t.TempDir()
-	logDir := filepath.Join(dir, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pod := writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
-		"metadata":      map[string]any{"name": "agent", "namespace": "default", "uid": "sst-pod-1", "attempt": 0},
-		"log_directory": logDir,
-		"linux":         map[string]any{"cgroup_parent": d.CgroupParent()},
-	})
+	c, pod, dir := startCRI(t, "agent")
 	// A volume the agent shares with the code it runs, and its service
 	// account token, which stays the agent's.
 	volume, token := filepath.Join(dir, "workspace"), filepath.Join(dir, "token")
@@ -226,4 +229,50 @@ func reapersIn(t *testing.T, id string) []string {
 		}
 	}
 	return out
+}
+
+// TestCrictlTwoContainers: in a pod whose app containers both ask for the
+// default reserved ports, the first one created holds them in the pod's
+// network namespace (its control plane gets them as fds 3..); the second
+// starts too, holding none; user code in either workspace can neither bind
+// them nor connect to them.
+func TestCrictlTwoContainers(t *testing.T) {
+	c, pod, dir := startCRI(t, "two")
+	podID := c.run("runp", "--runtime", harness.SandboxHandler, pod)
+	var ids []string
+	for _, name := range []string{"first", "second"} {
+		cfg := writeJSON(t, filepath.Join(dir, name+".json"), map[string]any{
+			"metadata": map[string]any{"name": name},
+			"image":    map[string]any{"image": harness.Image},
+			// The control plane reports the descriptors it was handed.
+			"command":  []string{"/bin/sh", "-c", `echo "listen_fds=${LISTEN_FDS:-none}"; exec sleep 3600`},
+			"log_path": name + ".log",
+			"linux":    map[string]any{},
+		})
+		id := c.run("create", podID, cfg, pod)
+		c.run("start", id)
+		ids = append(ids, id)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	logs := make([]string, 2)
+	for i, id := range ids {
+		for !strings.Contains(logs[i], "listen_fds=") && time.Now().Before(deadline) {
+			logs[i] = c.run("logs", id)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if !strings.Contains(logs[0], "listen_fds=2") {
+		t.Errorf("first container's control plane: %q, want the two default reserved ports", logs[0])
+	}
+	if !strings.Contains(logs[1], "listen_fds=none") {
+		t.Errorf("second container's control plane: %q, want none (its sibling holds them)", logs[1])
+	}
+	for i, id := range ids {
+		for _, attack := range [][]string{{"bind-reserved", "0.0.0.0", "8080", "8888"}, {"connect-reserved", "direct", "127.0.0.1", "8080", "8888"}} {
+			out, err := c.tryRun(append([]string{"exec", "-s", id, "/usr/local/bin/attacker"}, attack...)...)
+			if err != nil || strings.Contains(out, "BREACH") || !strings.Contains(out, "BLOCKED") {
+				t.Errorf("container %d: %s got through (%v):\n%s", i, attack[0], err, out)
+			}
+		}
+	}
 }
