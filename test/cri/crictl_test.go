@@ -276,3 +276,33 @@ func TestCrictlTwoContainers(t *testing.T) {
 		}
 	}
 }
+
+// TestCrictlRunAsUser: a container's securityContext.runAsUser runs its
+// control plane as that user, and user code as the same unprivileged
+// user (the image's or pod's user when not root), never as root.
+func TestCrictlRunAsUser(t *testing.T) {
+	c, pod, dir := startCRI(t, "runas")
+	podID := c.run("runp", "--runtime", harness.SandboxHandler, pod)
+	cfg := writeJSON(t, filepath.Join(dir, "container.json"), map[string]any{
+		"metadata": map[string]any{"name": "agent"},
+		"image":    map[string]any{"image": harness.Image},
+		"command":  []string{"sleep", "3600"},
+		"log_path": "agent.log",
+		"linux": map[string]any{"security_context": map[string]any{
+			"run_as_user": map[string]any{"value": 2000}, "run_as_group": map[string]any{"value": 3000},
+		}},
+	})
+	id := c.run("create", podID, cfg, pod)
+	c.run("start", id)
+	pid := c.run("inspect", "-o", "go-template", "--template", "{{.info.pid}}", id)
+	status, err := os.ReadFile(filepath.Join("/proc", pid, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(status), "\nUid:\t2000\t") {
+		t.Errorf("control plane (pid %s) does not run as 2000:\n%s", pid, status)
+	}
+	if out := c.run("exec", "-s", id, "id", "-u"); out != "2000" {
+		t.Errorf("user code runs as %q, want 2000 (the container's unprivileged user)", out)
+	}
+}
