@@ -36,6 +36,7 @@ type config struct {
 	clients  int
 	window   time.Duration
 	secure   bool
+	pods     bool
 }
 
 func main() {
@@ -82,6 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.clients, "clients", 4, "parallel clients in the exec throughput phase")
 	fs.DurationVar(&cfg.window, "window", 10*time.Second, "how long each runtime runs execs in the throughput phase")
 	fs.BoolVar(&cfg.secure, "secure", true, "run the execSecure phase (needs "+harness.SandboxRuntime+")")
+	fs.BoolVar(&cfg.pods, "pods", true, "run the pod phase through CRI (crictl, the sandbox and runc handlers)")
 	// Hidden: lets the bench validate itself with runc on both sides.
 	runtimes := fs.String("runtimes", harness.SandboxRuntime+","+harness.RuncRuntime, "")
 	fs.Usage = func() {
@@ -193,6 +195,14 @@ func run(ctx context.Context, cfg config) (rep *report, err error) {
 	if cfg.secure && slices.Contains(cfg.runtimes[:], harness.SandboxRuntime) {
 		logf("execSecure: latency, CPU, %d concurrent calls, pool memory", secureConcurrency)
 		if rep.Secure, err = b.secureExec(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	if cfg.pods && slices.Contains(cfg.runtimes[:], harness.SandboxRuntime) {
+		nPods, nExecs := podRuns(cfg)
+		logf("pods through CRI: %d pods and %d execs per handler", nPods, nExecs)
+		if rep.Pods, err = b.pods(ctx); err != nil {
 			return nil, err
 		}
 	}

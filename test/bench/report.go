@@ -63,7 +63,9 @@ type report struct {
 	// Targets are its absolute targets (issue 10).
 	Secure  *secureResults `json:"secure_exec,omitempty"`
 	Targets []target       `json:"targets,omitempty"`
-	Pass    bool           `json:"pass"`
+	// Pods is the pod phase through CRI (issue 11).
+	Pods *podResults `json:"pods,omitempty"`
+	Pass bool        `json:"pass"`
 }
 
 // target is an absolute bound: Value must be at most Limit.
@@ -215,6 +217,7 @@ func (r *report) print(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	r.printSecure(w)
+	r.printPods(w)
 }
 
 // printSecure prints the execSecure phase and its targets.
