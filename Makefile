@@ -31,7 +31,7 @@ IMAGE_ADD ?= test/image/www/index.html:/www/index.html
 IMAGE_CMD_BINS := $(foreach c,$(IMAGE_CMDS),$(OUT)/imagebin/$(notdir $(c)))
 IMAGE_ADDS := $(foreach b,$(IMAGE_CMD_BINS),$(b):/usr/local/bin/$(notdir $(b))) $(IMAGE_ADD)
 
-.PHONY: all deps apt build image test vet fmt-check unit integration bench demo generate k8s-bins clean FORCE
+.PHONY: all deps apt build image test vet fmt-check unit integration bench demo generate k8s-bins k8s-test clean FORCE
 all: build
 
 ## deps: Debian packages, then containerd, ctr, the runc shim, runc and crictl in _output/bin.
@@ -154,6 +154,10 @@ $(K8S_BINS) &: $(OUT)/k8s.version test/k8s/build/go.mod test/k8s/build/go.sum
 	mv $(K8S_DIR)/server $(K8S_DIR)/etcd
 	@touch $(K8S_BINS)
 k8s-bins: $(K8S_BINS)
+## k8s-test: the shim under a real kubelet (test/k8s): a RuntimeClass, a pod, kubectl exec
+## with and without a terminal, logs, probes, the guarantees inside the pod.
+k8s-test: deps build image k8s-bins
+	SST_K8S_TEST=1 $(GO) test -count=1 -v -timeout 15m ./test/k8s/...
 ## generate: the API's Go code from api/sandbox/v1/sandbox.proto (protoc from
 ## Debian, the plugins at the versions in versions.mk).
 PROTO := api/sandbox/v1/sandbox.proto
