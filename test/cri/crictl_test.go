@@ -5,6 +5,7 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -304,5 +305,62 @@ func TestCrictlRunAsUser(t *testing.T) {
 	}
 	if out := c.run("exec", "-s", id, "id", "-u"); out != "2000" {
 		t.Errorf("user code runs as %q, want 2000 (the container's unprivileged user)", out)
+	}
+}
+
+// TestCrictlResourcesAndTerminal: a container's CRI memory limit caps its sandbox cgroup,
+// and the workspace gets less than all of it (the control plane keeps a reserve); a
+// terminal exec (crictl exec -it) runs on a pty.
+func TestCrictlResourcesAndTerminal(t *testing.T) {
+	c, pod, dir := startCRI(t, "limits")
+	podID := c.run("runp", "--runtime", harness.SandboxHandler, pod)
+	const limit = 256 << 20
+	cfg := writeJSON(t, filepath.Join(dir, "container.json"), map[string]any{
+		"metadata": map[string]any{"name": "agent"},
+		"image":    map[string]any{"image": harness.Image},
+		"command":  []string{"sleep", "3600"},
+		"log_path": "agent.log",
+		"linux":    map[string]any{"resources": map[string]any{"memory_limit_in_bytes": limit, "cpu_period": 100000, "cpu_quota": 50000}},
+	})
+	id := c.run("create", podID, cfg, pod)
+	c.run("start", id)
+	read := func(p string) int64 {
+		t.Helper()
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		if _, err := fmt.Sscan(string(b), &n); err != nil {
+			t.Fatalf("%s: %q", p, b)
+		}
+		return n
+	}
+	// cgroup v1 (this machine kind) or the unified hierarchy.
+	memory, workspaceMemory, quota := func() (string, string, string) {
+		if _, err := os.Stat("/sys/fs/cgroup/memory"); err == nil {
+			sandbox := filepath.Join("/sys/fs/cgroup/memory", c.d.CgroupParent(), id)
+			return filepath.Join(sandbox, "memory.limit_in_bytes"), filepath.Join(sandbox, "user", "memory.limit_in_bytes"),
+				filepath.Join("/sys/fs/cgroup/cpu", c.d.CgroupParent(), id, "cpu.cfs_quota_us")
+		}
+		sandbox := filepath.Join("/sys/fs/cgroup", c.d.CgroupParent(), id)
+		return filepath.Join(sandbox, "memory.max"), filepath.Join(sandbox, "user", "memory.max"), filepath.Join(sandbox, "cpu.max")
+	}()
+	if got := read(memory); got != limit {
+		t.Errorf("sandbox memory limit %d, want the container's %d", got, limit)
+	}
+	c.run("exec", "-s", id, "true") // builds the workspace
+	if got := read(workspaceMemory); got >= limit || got <= 0 {
+		t.Errorf("workspace memory limit %d, want below the sandbox's %d", got, limit)
+	}
+	// cpu.cfs_quota_us, or cpu.max's first field.
+	if got := read(quota); got != 50000 {
+		t.Errorf("sandbox cpu quota %d, want 50000", got)
+	}
+	tty := exec.Command("script", "-qec", "stty rows 30 cols 90; "+c.d.CrictlPath()+" --config "+c.d.CrictlConfigPath()+
+		" exec -it "+id+" sh -c '[ -t 0 ] && [ -t 1 ] && echo isatty-yes; sleep 1; stty size; id -u'", "/dev/null")
+	tty.Stdin = strings.NewReader("")
+	if b, err := tty.CombinedOutput(); err != nil || !strings.Contains(string(b), "isatty-yes") || !strings.Contains(string(b), "30 90") || !strings.Contains(string(b), "1000") {
+		t.Errorf("crictl exec -it: %v: %q", err, b)
 	}
 }

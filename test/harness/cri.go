@@ -108,6 +108,11 @@ func (d *Daemon) CgroupParent() string {
 
 func (d *Daemon) crictlConfig() string { return filepath.Join(d.Dir, "crictl.yaml") }
 
+// CrictlPath and CrictlConfigPath are crictl and its config for this daemon, for a
+// command run under a pty.
+func (d *Daemon) CrictlPath() string       { return filepath.Join(d.root, "_output", "bin", "crictl") }
+func (d *Daemon) CrictlConfigPath() string { return d.crictlConfig() }
+
 // Crictl is crictl against this daemon's CRI.
 func (d *Daemon) Crictl(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(d.root, "_output", "bin", "crictl"), append([]string{"--config", d.crictlConfig()}, args...)...)
