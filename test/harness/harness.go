@@ -304,14 +304,19 @@ func (d *Daemon) startProcess(ctx context.Context) error {
 }
 
 func (d *Daemon) logTail() string {
-	b, err := os.ReadFile(filepath.Join(d.Dir, "containerd.log"))
+	return "log tail:\n" + fileTail(filepath.Join(d.Dir, "containerd.log"), 4000)
+}
+
+// fileTail is the last n bytes of a file, or why it cannot be read.
+func fileTail(path string, n int) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
 	}
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
+	if len(b) > n {
+		b = b[len(b)-n:]
 	}
-	return "log tail:\n" + string(b)
+	return string(b)
 }
 
 func (d *Daemon) importImage(ctx context.Context, path string) error {
@@ -562,7 +567,16 @@ func (d *Daemon) cgroupDirs() []string {
 		// CRI places containers under their pod's cgroup parent.
 		top = strings.TrimPrefix(d.cri.cgroupParent, "/")
 	}
+	return cgroupTree(top)
+}
+
+// cgroupTree lists the directories of the cgroup top (a path below the
+// cgroup root) in every hierarchy, the unified one too, deepest first.
+func cgroupTree(top string) []string {
 	tops, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", top))
+	if fi, err := os.Stat(filepath.Join("/sys/fs/cgroup", top, "cgroup.procs")); err == nil && !fi.IsDir() {
+		tops = append(tops, filepath.Join("/sys/fs/cgroup", top))
+	}
 	var dirs []string
 	for _, top := range tops {
 		_ = filepath.WalkDir(top, func(p string, e os.DirEntry, err error) error {
@@ -616,8 +630,14 @@ func (d *Daemon) removeCgroups() error {
 	if d.Namespace == "" {
 		return nil
 	}
+	return rmdirCgroups(d.cgroupDirs())
+}
+
+// rmdirCgroups removes cgroup directories in the order given (deepest
+// first, as cgroupTree lists them).
+func rmdirCgroups(dirs []string) error {
 	var errs []error
-	for _, dir := range d.cgroupDirs() {
+	for _, dir := range dirs {
 		var err error
 		// rmdir of a cgroup can briefly fail with EBUSY after its last task exits.
 		for i := 0; i < 50; i++ {
@@ -638,6 +658,11 @@ func (d *Daemon) unmountAll() error {
 	if d.Dir == "" {
 		return nil
 	}
+	return unmountUnder(d.Dir)
+}
+
+// unmountUnder detaches every mount at or below dir, deepest first.
+func unmountUnder(dir string) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("read mountinfo: %w", err)
@@ -652,7 +677,7 @@ func (d *Daemon) unmountAll() error {
 			continue
 		}
 		mp := unescapeMount(fields[4])
-		if mp == d.Dir || strings.HasPrefix(mp, d.Dir+"/") {
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
 			points = append(points, mp)
 		}
 	}

@@ -17,8 +17,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Cluster is a single-node Kubernetes on a CRI test daemon (StartKubernetes): etcd,
@@ -166,7 +164,7 @@ resolvConf: /etc/resolv.conf
 		return err
 	}
 	if err := c.waitFor(ctx, 40*time.Second, "the node", "wait", "--for=condition=Ready", "node/"+NodeName, "--timeout=5s"); err != nil {
-		return fmt.Errorf("%w\nkubelet log tail:\n%s", err, tail(filepath.Join(c.Dir, "logs", "kubelet.log"), 3000))
+		return fmt.Errorf("%w\nkubelet log tail:\n%s", err, fileTail(filepath.Join(c.Dir, "logs", "kubelet.log"), 3000))
 	}
 	// No controller-manager: what it would make for pods, made here.
 	if out, err := c.Kubectl(ctx, "create", "serviceaccount", "default").CombinedOutput(); err != nil {
@@ -209,18 +207,6 @@ func (c *Cluster) waitFor(ctx context.Context, timeout time.Duration, what strin
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-// tail is the last n bytes of a file.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }
 
 // Kubectl is kubectl as the cluster's admin.
@@ -268,58 +254,10 @@ func (c *Cluster) Stop() error {
 		}
 	}
 	// The kubelet bind-mounts its root dir on itself, and pods' volumes below it.
-	if err := unmountBelow(filepath.Join(c.Dir, "kubelet")); err != nil {
+	if err := unmountUnder(filepath.Join(c.Dir, "kubelet")); err != nil {
 		errs = append(errs, err)
 	}
-	roots, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", c.cgroupRoot))
-	if more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", c.cgroupRoot)); len(more) > 0 {
-		roots = append(roots, more...)
-	}
-	for _, r := range roots {
-		errs = append(errs, removeCgroupTree(r))
-	}
-	return errors.Join(errs...)
-}
-
-// unmountBelow detaches every mount at or below dir, deepest first.
-func unmountBelow(dir string) error {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
-	var points []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 {
-			if mp := unescapeMount(f[4]); mp == dir || strings.HasPrefix(mp, dir+"/") {
-				points = append(points, mp)
-			}
-		}
-	}
-	var errs []error
-	for i := len(points) - 1; i >= 0; i-- {
-		if err := unix.Unmount(points[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", points[i], err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// removeCgroupTree removes a cgroup directory and its children, deepest first.
-func removeCgroupTree(root string) error {
-	var dirs []string
-	_ = filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
-		if err == nil && e.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	var errs []error
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, rmdirCgroups(cgroupTree(c.cgroupRoot)))
 	return errors.Join(errs...)
 }
 
