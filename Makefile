@@ -31,7 +31,7 @@ IMAGE_ADD ?= test/image/www/index.html:/www/index.html
 IMAGE_CMD_BINS := $(foreach c,$(IMAGE_CMDS),$(OUT)/imagebin/$(notdir $(c)))
 IMAGE_ADDS := $(foreach b,$(IMAGE_CMD_BINS),$(b):/usr/local/bin/$(notdir $(b))) $(IMAGE_ADD)
 
-.PHONY: all deps apt build image test vet fmt-check unit integration bench demo generate k8s-bins k8s-test clean FORCE
+.PHONY: all deps apt build image test vet fmt-check unit integration bench demo generate k8s-bins k8s-test critest clean FORCE
 all: build
 
 ## deps: Debian packages, then containerd, ctr, the runc shim, runc and crictl in _output/bin.
@@ -158,6 +158,18 @@ k8s-bins: $(K8S_BINS)
 ## with and without a terminal, logs, probes, the guarantees inside the pod.
 k8s-test: deps build image k8s-bins
 	SST_K8S_TEST=1 $(GO) test -count=1 -v -timeout 15m ./test/k8s/...
+## critest: the CRI validation suite (critest from sigs.k8s.io/cri-tools at CRI_TOOLS_VERSION)
+## against the sandbox and the runc handlers of one containerd, with stand-in images from a
+## local registry; results side by side in _output/critest-results.txt.
+CRITEST_BIN := $(OUT)/bin/critest
+# critest is a test binary: built in a copy of the module, with its own go.sum.
+$(CRITEST_BIN): $(OUT)/crictl.version
+	@src=$$($(GO) mod download -json sigs.k8s.io/cri-tools@$(CRI_TOOLS_VERSION) | jq -r .Dir); \
+	rm -rf $(OUT)/cri-tools; cp -r "$$src" $(OUT)/cri-tools; chmod -R u+w $(OUT)/cri-tools
+	cd $(OUT)/cri-tools && CGO_ENABLED=0 $(GO) test -c -o $(CURDIR)/$@ ./cmd/critest
+	rm -rf $(OUT)/cri-tools
+critest: deps build image $(CRITEST_BIN)
+	SST_CRITEST=1 $(GO) test -tags seccomp -count=1 -v -timeout 85m ./test/critest/...
 ## generate: the API's Go code from api/sandbox/v1/sandbox.proto (protoc from
 ## Debian, the plugins at the versions in versions.mk).
 PROTO := api/sandbox/v1/sandbox.proto

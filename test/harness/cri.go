@@ -143,6 +143,8 @@ func (d *Daemon) writeCRIConfig(b *strings.Builder) error {
 	fmt.Fprintf(b, "\n[plugins.'io.containerd.grpc.v1.cri']\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n")
 	fmt.Fprintf(b, "\n[plugins.'io.containerd.cri.v1.images']\n  snapshotter = %q\n", snapshotter)
 	fmt.Fprintf(b, "  [plugins.'io.containerd.cri.v1.images'.pinned_images]\n    sandbox = %q\n", PauseImage)
+	// Read at each pull, so MirrorRegistry can add hosts to a running daemon.
+	fmt.Fprintf(b, "  [plugins.'io.containerd.cri.v1.images'.registry]\n    config_path = %q\n", d.registryHostsDir())
 	// No CAP_SYS_RESOURCE here (see ENVIRONMENT): oom_score_adj cannot go
 	// below the daemon's. Pod network namespaces under the private state.
 	fmt.Fprintf(b, "\n[plugins.'io.containerd.cri.v1.runtime']\n  restrict_oom_score_adj = true\n  netns_mounts_under_state_dir = true\n  enable_cdi = false\n")
@@ -153,6 +155,25 @@ func (d *Daemon) writeCRIConfig(b *strings.Builder) error {
 	fmt.Fprintf(b, "      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%s.options]\n        Root = %q\n", RuncHandler, filepath.Join(d.Dir, "runc"))
 	fmt.Fprintf(b, "    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%s]\n      runtime_type = %q\n", SandboxHandler, SandboxRuntime)
 	b.WriteString("      pod_annotations = [\"io.sandbox.*\"]\n      container_annotations = [\"io.sandbox.*\"]\n")
+	return nil
+}
+
+func (d *Daemon) registryHostsDir() string { return filepath.Join(d.Dir, "certs.d") }
+
+// MirrorRegistry makes CRI pull every image named after one of hosts from
+// the plain-HTTP registry at addr (host:port) instead, and only from there:
+// a test never reaches a public registry.
+func (d *Daemon) MirrorRegistry(addr string, hosts ...string) error {
+	for _, host := range hosts {
+		dir := filepath.Join(d.registryHostsDir(), host)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		config := fmt.Sprintf("server = %q\n", "http://"+addr)
+		if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(config), 0o600); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

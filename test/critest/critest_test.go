@@ -1,0 +1,188 @@
+// Package critest runs the CRI validation suite (critest, sigs.k8s.io/cri-tools) against the
+// sandbox and the runc handlers of one private containerd, with stand-in images served by a
+// local registry, and compares the results (make critest, issue 11).
+package critest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/sandbox-shim/test/harness"
+)
+
+// contradictsGuarantee lists the cases that pass on runc and, by design, not on sandbox:
+// what they expect is what a guarantee forbids. README.md lists each with the same reason;
+// the test checks that it does.
+var contradictsGuarantee = map[string]string{}
+
+// specReport is the part of a ginkgo JSON report's spec used here.
+type specReport struct {
+	ContainerHierarchyTexts []string
+	LeafNodeText            string
+	LeafNodeType            string
+	State                   string
+	Failure                 *struct {
+		Message string
+	}
+}
+
+type suiteReport struct {
+	SpecReports []specReport
+}
+
+func (s specReport) name() string {
+	return strings.Join(append(slices.Clone(s.ContainerHierarchyTexts), s.LeafNodeText), " ")
+}
+
+func TestCritest(t *testing.T) {
+	if os.Getenv("SST_CRITEST") == "" {
+		t.Skip("make critest runs it (it builds critest first)")
+	}
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	critest := filepath.Join(root, "_output", "bin", "critest")
+	if _, err := os.Stat(critest); err != nil {
+		t.Fatalf("%s missing (make critest builds it): %v", critest, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Minute)
+	defer cancel()
+
+	registry, err := harness.StartRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = registry.Close() })
+	if err := pushStandIns(registry, filepath.Join(root, "_output", "image.tar")); err != nil {
+		t.Fatal(err)
+	}
+
+	d, err := harness.StartCRI(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop containerd: %v", err)
+		}
+	})
+	if err := d.MirrorRegistry(registry.Addr(), "gcr.io", "registry.k8s.io", "k8s.gcr.io", "docker.io"); err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := sharedTempDir(d.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	results := map[string]map[string]string{}
+	var names []string
+	for _, handler := range []string{harness.SandboxHandler, harness.RuncHandler} {
+		report := filepath.Join(d.Dir, "critest-"+handler+".json")
+		cmd := exec.CommandContext(ctx, critest,
+			"-runtime-endpoint", "unix://"+d.Address, "-image-endpoint", "unix://"+d.Address,
+			"-runtime-handler", handler, "-ginkgo.json-report", report, "-ginkgo.no-color",
+			"-ginkgo.skip", skipped)
+		// SST_CRITEST_FOCUS narrows the run to matching cases, for working on one.
+		if focus := os.Getenv("SST_CRITEST_FOCUS"); focus != "" {
+			cmd.Args = append(cmd.Args, "-ginkgo.focus", focus)
+		}
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+		logPath := filepath.Join(root, "_output", "critest-"+handler+".log")
+		log, err := os.Create(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = log, log
+		start := time.Now()
+		runErr := cmd.Run()
+		log.Close()
+		t.Logf("critest %s: %v in %s (log %s)", handler, runErr, time.Since(start).Round(time.Second), logPath)
+		data, err := os.ReadFile(report)
+		if err != nil {
+			t.Fatalf("critest %s left no report: %v (log %s)", handler, err, logPath)
+		}
+		var suites []suiteReport
+		if err := json.Unmarshal(data, &suites); err != nil {
+			t.Fatalf("critest %s report: %v", handler, err)
+		}
+		results[handler] = map[string]string{}
+		counts := map[string]int{}
+		for _, s := range suites {
+			for _, spec := range s.SpecReports {
+				if spec.LeafNodeType != "It" {
+					continue
+				}
+				n := spec.name()
+				if _, ok := results[harness.SandboxHandler][n]; !ok && handler == harness.SandboxHandler {
+					names = append(names, n)
+				}
+				results[handler][n] = spec.State
+				counts[spec.State]++
+			}
+		}
+		t.Logf("critest %s: %d passed, %d failed, %d skipped (%d other)", handler, counts["passed"],
+			counts["failed"]+counts["panicked"]+counts["timedout"]+counts["aborted"], counts["skipped"]+counts["pending"],
+			len(results[handler])-counts["passed"]-counts["failed"]-counts["panicked"]-counts["timedout"]-counts["aborted"]-counts["skipped"]-counts["pending"])
+	}
+	slices.Sort(names)
+
+	var table bytes.Buffer
+	w := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "sandbox\trunc\tcase")
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		sandbox, runc := results[harness.SandboxHandler][n], results[harness.RuncHandler][n]
+		fmt.Fprintf(w, "%s\t%s\t%s\n", sandbox, runc, n)
+		_, exempt := contradictsGuarantee[n]
+		switch {
+		case runc == "passed" && sandbox != "passed" && !exempt:
+			t.Errorf("passes on runc, %s on sandbox: %s", sandbox, n)
+		case exempt && !(runc == "passed" && sandbox != "passed"):
+			t.Errorf("listed as contradicting a guarantee but %s on sandbox and %s on runc: %s", sandbox, runc, n)
+		}
+		if exempt && !bytes.Contains(readme, []byte(n)) {
+			t.Errorf("README.md does not list %q, which contradicts a guarantee", n)
+		}
+	}
+	w.Flush()
+	t.Logf("results side by side:\n%s", table.String())
+	if err := os.WriteFile(filepath.Join(root, "_output", "critest-results.txt"), table.Bytes(), 0o644); err != nil {
+		t.Error(err)
+	}
+}
+
+// skipped are cases this machine cannot run on either handler.
+const skipped = "AppArmor|SELinux"
+
+// sharedTempDir makes a directory under dir a shared mount point of its own, for critest's
+// host paths: its mount-propagation cases need the source on a shared mount, and / is
+// private on these machines. The daemon's Stop unmounts it.
+func sharedTempDir(dir string) (string, error) {
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return "", err
+	}
+	if err := unix.Mount(tmp, tmp, "", unix.MS_BIND, ""); err != nil {
+		return "", fmt.Errorf("bind %s: %w", tmp, err)
+	}
+	if err := unix.Mount("", tmp, "", unix.MS_SHARED, ""); err != nil {
+		return "", fmt.Errorf("make %s shared: %w", tmp, err)
+	}
+	return tmp, nil
+}
