@@ -168,7 +168,10 @@ $(CRITEST_BIN): $(OUT)/crictl.version
 	rm -rf $(OUT)/cri-tools; cp -r "$$src" $(OUT)/cri-tools; chmod -R u+w $(OUT)/cri-tools
 	cd $(OUT)/cri-tools && CGO_ENABLED=0 $(GO) test -c -o $(CURDIR)/$@ ./cmd/critest
 	rm -rf $(OUT)/cri-tools
-critest: deps build image $(CRITEST_BIN)
+$(OUT)/imagebin/nnp: test/critest/nnp/nnp.c
+	@mkdir -p $(@D)
+	$(CC) -static -O2 -Wall -Werror -o $@ $<
+critest: deps build image $(CRITEST_BIN) $(OUT)/imagebin/nnp
 	SST_CRITEST=1 $(GO) test -tags seccomp -count=1 -v -timeout 85m ./test/critest/...
 ## generate: the API's Go code from api/sandbox/v1/sandbox.proto (protoc from
 ## Debian, the plugins at the versions in versions.mk).

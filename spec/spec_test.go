@@ -1067,3 +1067,32 @@ func TestWorkspaceSeccompNativeABIOnly(t *testing.T) {
 		t.Fatalf("architectures %v, want %v", got, want)
 	}
 }
+
+// A pod container's workspace starts from the IPC sysctls of the pod's
+// namespace (what CRI set from the pod's sysctls), under the bundle's own;
+// non-IPC keys there are ignored.
+func TestWorkspaceJoinedIPCSysctls(t *testing.T) {
+	s := bundle(t)
+	o := workspaceOptions(t, s)
+	o.JoinedIPCSysctls = map[string]string{"fs.mqueue.msg_max": "100", "kernel.msgmax": "1", "kernel.msgmnb": "4096", "net.ipv4.ip_forward": "1"}
+	w, err := WorkspaceSpec(s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bundle's fs.mqueue.msg_max (20) and kernel.msgmax win; the pod's msgmnb applies.
+	for k, v := range map[string]string{"fs.mqueue.msg_max": "20", "kernel.msgmax": "16384", "kernel.msgmnb": "4096"} {
+		if w.Linux.Sysctl[k] != v {
+			t.Errorf("workspace sysctl %s = %q, want %q", k, w.Linux.Sysctl[k], v)
+		}
+	}
+	if _, ok := w.Linux.Sysctl["net.ipv4.ip_forward"]; ok {
+		t.Error("a joined namespace's network sysctl reached the workspace")
+	}
+	delete(s.Linux.Sysctl, "fs.mqueue.msg_max")
+	if w, err = WorkspaceSpec(s, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Linux.Sysctl["fs.mqueue.msg_max"]; got != "100" {
+		t.Errorf("fs.mqueue.msg_max = %q, want the pod's 100", got)
+	}
+}

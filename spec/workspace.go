@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strconv"
@@ -86,6 +87,11 @@ type WorkspaceOptions struct {
 	// cgroups above the sandbox's if lower (0: unknown): it bounds what
 	// user code may leave behind in a workspace without a memory limit.
 	HostMemory int64
+	// JoinedIPCSysctls are the IPC sysctls of the IPC namespace the bundle
+	// joins, when it joins one (a pod's, which CRI set from the pod's
+	// sysctls): the workspace's own namespace starts from them, under the
+	// bundle's own.
+	JoinedIPCSysctls map[string]string
 }
 
 // runc's defaults (and containerd's): kernel interfaces user code must not
@@ -164,7 +170,10 @@ func userContainerSpec(s *specs.Spec, o WorkspaceOptions, secure *secureVariant)
 	// (network ones above all) would rewrite namespaces shared with the
 	// control plane. They cap what outlives user processes.
 	caps := WorkspaceLeftoverCaps(o.Settings.MemoryLimit, o.HostMemory)
-	w.Linux.Sysctl = caps.Sysctls(ipcSysctls(s.Linux.Sysctl))
+	ipc := map[string]string{}
+	maps.Copy(ipc, ipcSysctls(o.JoinedIPCSysctls))
+	maps.Copy(ipc, ipcSysctls(s.Linux.Sysctl))
+	w.Linux.Sysctl = caps.Sysctls(ipc)
 	w.Linux.MaskedPaths = union(w.Linux.MaskedPaths, defaultMaskedPaths)
 	w.Linux.ReadonlyPaths = union(w.Linux.ReadonlyPaths, defaultReadonlyPaths)
 	w.Linux.Seccomp = WorkspaceSeccomp()

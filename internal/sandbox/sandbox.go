@@ -85,6 +85,9 @@ type Sandbox struct {
 	// hostMemory bounds what user code leaves behind in a workspace
 	// without a memory limit (spec.WorkspaceOptions).
 	hostMemory int64
+	// joinedIPCSysctls are those of the IPC namespace the bundle joins (a
+	// pod's), for the workspace's own (spec.WorkspaceOptions).
+	joinedIPCSysctls map[string]string
 	// resetting is held by a workspace reset, and by Delete to wait for one.
 	resetting sync.Mutex
 	// stopping is closed once the sandbox is going away.
@@ -300,6 +303,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		return nil, fail(nil, err)
 	}
 	sb.namespaces = ns
+	sb.joinedIPCSysctls = joinedIPCSysctls(ctx, sb.ID, s)
 	watching, stopWatching := context.WithCancel(context.WithoutCancel(ctx))
 	sb.watching = watching
 	go func() {

@@ -17,20 +17,21 @@ import (
 // still gets one, which fails closed and keeps the audit trail.
 func (sb *Sandbox) startRunner(ctx context.Context, settings spec.Settings) (*secureexec.Runner, error) {
 	cfg := secureexec.Config{
-		SandboxID:  sb.ID,
-		Namespace:  sb.Namespace,
-		StateRoot:  StateRoot(sb.Bundle),
-		Bundle:     sb.Bundle,
-		BundleSpec: sb.bundleSpec,
-		Settings:   settings,
-		NetNS:      sb.namespaces.path(sb.namespaces.network),
-		UTSNS:      sb.namespaces.path(sb.namespaces.uts),
-		UserCgroup: sb.cgroupPaths.User,
-		Reaper:     sb.reaperBinary,
-		HostMemory: sb.hostMemory,
-		PoolSize:   settings.SecureExecPoolSize,
-		AuditPath:  auditPath(sb.Namespace, sb.ID),
-		Audit:      sb.API().audit,
+		SandboxID:        sb.ID,
+		Namespace:        sb.Namespace,
+		StateRoot:        StateRoot(sb.Bundle),
+		Bundle:           sb.Bundle,
+		BundleSpec:       sb.bundleSpec,
+		Settings:         settings,
+		NetNS:            sb.namespaces.path(sb.namespaces.network),
+		UTSNS:            sb.namespaces.path(sb.namespaces.uts),
+		UserCgroup:       sb.cgroupPaths.User,
+		Reaper:           sb.reaperBinary,
+		HostMemory:       sb.hostMemory,
+		JoinedIPCSysctls: sb.joinedIPCSysctls,
+		PoolSize:         settings.SecureExecPoolSize,
+		AuditPath:        auditPath(sb.Namespace, sb.ID),
+		Audit:            sb.API().audit,
 	}
 	if settings.SecureExecDisabled {
 		cfg.Disabled = fmt.Sprintf("disabled for this sandbox by %s=disabled", api.AnnotationSecureExec)

@@ -110,12 +110,13 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context, ws *workspace) {
 	}
 	settings := sb.workspaceSettings()
 	cfg, err := spec.Workspace(id, sb.Bundle, sb.bundleSpec, spec.WorkspaceOptions{
-		Settings:   settings,
-		NetNS:      sb.namespaces.path(sb.namespaces.network),
-		UTSNS:      sb.namespaces.path(sb.namespaces.uts),
-		CgroupPath: sb.cgroupPaths.User,
-		Reaper:     sb.reaperBinary,
-		HostMemory: sb.hostMemory,
+		Settings:         settings,
+		NetNS:            sb.namespaces.path(sb.namespaces.network),
+		UTSNS:            sb.namespaces.path(sb.namespaces.uts),
+		CgroupPath:       sb.cgroupPaths.User,
+		Reaper:           sb.reaperBinary,
+		HostMemory:       sb.hostMemory,
+		JoinedIPCSysctls: sb.joinedIPCSysctls,
 	})
 	if err != nil {
 		fail(fmt.Errorf("workspace config: %w", err))

@@ -56,6 +56,9 @@ type Config struct {
 	// Reaper is the host path of the sandbox-reaper binary.
 	Reaper     string
 	HostMemory int64
+	// JoinedIPCSysctls are those of the IPC namespace the bundle joins (a
+	// pod's), as for the workspace.
+	JoinedIPCSysctls map[string]string
 	// PoolSize is how many containers are built ahead.
 	PoolSize int
 	// AuditPath is the audit file (one JSON line per call).
@@ -299,6 +302,7 @@ func (r *Runner) containerConfig(id, cgroupPath, rootfs string) (*configs.Config
 			Workspace: spec.WorkspaceOptions{
 				Settings: r.cfg.Settings, NetNS: r.cfg.NetNS, UTSNS: r.cfg.UTSNS,
 				CgroupPath: cgroupPath, Reaper: r.cfg.Reaper, HostMemory: r.cfg.HostMemory,
+				JoinedIPCSysctls: r.cfg.JoinedIPCSysctls,
 			},
 			Homes: r.homes,
 		})

@@ -62,7 +62,9 @@ func startCRI(t *testing.T, name string) (c crictl, pod, dir string) {
 	pod = writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": "sst-pod-" + name, "attempt": 0},
 		"log_directory": dir,
-		"linux":         map[string]any{"cgroup_parent": d.CgroupParent()},
+		// An IPC sysctl of the pod's namespace, which each workspace's own IPC
+		// namespace must start from.
+		"linux": map[string]any{"cgroup_parent": d.CgroupParent(), "sysctls": map[string]string{"fs.mqueue.msg_max": "100"}},
 	})
 	return crictl{t: t, d: d}, pod, dir
 }
@@ -160,6 +162,10 @@ func TestCrictl(t *testing.T) {
 	// The shared volume is there, the token is not.
 	if out := c.run("exec", "-s", ctrID, "sh", "-c", "cat /workspace/task.txt; cat /var/run/secrets/kubernetes.io/serviceaccount/token 2>&1; true"); !strings.Contains(out, "shared-task") || strings.Contains(out, "sa-token-secret") {
 		t.Errorf("workspace volumes: %q, want the shared volume and no token", out)
+	}
+	// The pod's IPC sysctls hold in the workspace's IPC namespace too.
+	if out := c.run("exec", "-s", ctrID, "cat", "/proc/sys/fs/mqueue/msg_max"); out != "100" {
+		t.Errorf("fs.mqueue.msg_max in the workspace = %q, want the pod's 100", out)
 	}
 	// An exec's exit status comes back.
 	if out, err := c.tryRun("exec", "-s", ctrID, "sh", "-c", "exit 3"); err == nil {

@@ -203,9 +203,15 @@ func LoadLayoutImage(path string) (RegistryImage, error) {
 	return img, nil
 }
 
+// LayerFile is a regular file of a layer.
+type LayerFile struct {
+	Mode    int64
+	Content []byte
+}
+
 // AddLayer returns a copy of img with an uncompressed layer of files on
-// top (path → content, mode 0644, parents made 0755).
-func (img RegistryImage) AddLayer(files map[string]string) (RegistryImage, error) {
+// top (root-owned, parents made 0755).
+func (img RegistryImage) AddLayer(files map[string]LayerFile) (RegistryImage, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	dirs := map[string]bool{}
@@ -231,11 +237,11 @@ func (img RegistryImage) AddLayer(files map[string]string) (RegistryImage, error
 	}
 	slices.Sort(paths)
 	for _, p := range paths {
-		content := files[p]
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(p, "/"), Mode: 0o644, Size: int64(len(content))}); err != nil {
+		f := files[p]
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(p, "/"), Mode: f.Mode, Size: int64(len(f.Content))}); err != nil {
 			return RegistryImage{}, err
 		}
-		if _, err := io.WriteString(tw, content); err != nil {
+		if _, err := tw.Write(f.Content); err != nil {
 			return RegistryImage{}, err
 		}
 	}
