@@ -47,6 +47,8 @@ type criSetup struct {
 	cgroupParent string
 	// cniCache tells whether libcni's cache dir was there before.
 	cniCache bool
+	// namespaceCgroup tells whether a /k8s.io cgroup was there before.
+	namespaceCgroup bool
 }
 
 // StartCRI starts a test daemon with CRI (see above). Pods must use
@@ -82,6 +84,7 @@ func StartCRI(ctx context.Context) (*Daemon, error) {
 	if _, err := os.Stat(cniCacheDir); err == nil {
 		cri.cniCache = true
 	}
+	cri.namespaceCgroup = len(cgroupTree(CRINamespace)) > 0
 	d, err := start(ctx, CRINamespace, cri)
 	if err != nil {
 		return nil, err

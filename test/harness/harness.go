@@ -562,12 +562,18 @@ func isZombie(pid int) bool {
 // cgroupDirs lists /sys/fs/cgroup/*/<Namespace> and every directory below,
 // deepest first.
 func (d *Daemon) cgroupDirs() []string {
-	top := d.Namespace
-	if d.cri != nil {
-		// CRI places containers under their pod's cgroup parent.
-		top = strings.TrimPrefix(d.cri.cgroupParent, "/")
+	if d.cri == nil {
+		return cgroupTree(d.Namespace)
 	}
-	return cgroupTree(top)
+	// CRI places containers under their pod's cgroup parent, or, for a pod
+	// without one (critest's), under /k8s.io: that tree is the daemon's
+	// only when it was not there before (a host CRI may use it).
+	dirs := cgroupTree(strings.TrimPrefix(d.cri.cgroupParent, "/"))
+	if !d.cri.namespaceCgroup {
+		dirs = append(dirs, cgroupTree(CRINamespace)...)
+		sort.SliceStable(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	}
+	return dirs
 }
 
 // cgroupTree lists the directories of the cgroup top (a path below the
