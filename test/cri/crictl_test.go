@@ -49,15 +49,7 @@ func (c crictl) tryRun(args ...string) (string, error) {
 // directory.
 func startCRI(t *testing.T, name string) (c crictl, pod, dir string) {
 	t.Helper()
-	d, err := harness.StartCRI(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := d.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
+	d := harness.StartCRITest(context.Background(), t)
 	dir = t.TempDir()
 	pod = writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": "sst-pod-" + name, "attempt": 0},

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -99,6 +100,22 @@ func StartCRI(ctx context.Context) (*Daemon, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// StartCRITest starts a CRI test daemon for t (StartCRI) and stops it when
+// t ends; a daemon that cannot start fails t.
+func StartCRITest(ctx context.Context, t testing.TB) *Daemon {
+	t.Helper()
+	d, err := StartCRI(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop containerd: %v", err)
+		}
+	})
+	return d
 }
 
 // CgroupParent is the cgroup the tests' pods are placed under (CRI mode).

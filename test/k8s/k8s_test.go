@@ -21,15 +21,7 @@ func TestPodOnRuntimeClass(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	d, err := harness.StartCRI(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := d.Stop(); err != nil {
-			t.Errorf("stop containerd: %v", err)
-		}
-	})
+	d := harness.StartCRITest(ctx, t)
 	c, err := harness.StartKubernetes(ctx, d)
 	if err != nil {
 		t.Fatal(err)
