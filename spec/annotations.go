@@ -122,6 +122,9 @@ func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 		return Settings{}, fmt.Errorf("no uid left for the workspace reaper: %v are all taken by the workspace user %d:%d or the control plane's uid %d",
 			reaperUIDs, st.UID, st.GID, st.ControlUID)
 	}
+	if err := checkUserNamespace(s, st); err != nil {
+		return Settings{}, err
+	}
 	sandboxPids := SandboxPidsLimit(s, l)
 	wsPids, reserve := WorkspacePidsMax(sandboxPids)
 	if sandboxPids > 0 && wsPids < minPidsLimit {

@@ -80,12 +80,7 @@ func BundleNetwork(s *specs.Spec) NetworkNamespace {
 func WithNetworkPath(s *specs.Spec, path string) *specs.Spec {
 	c := *s
 	linux := *s.Linux
-	linux.Namespaces = slices.Clone(s.Linux.Namespaces)
-	for i := range linux.Namespaces {
-		if linux.Namespaces[i].Type == specs.NetworkNamespace {
-			linux.Namespaces[i].Path = path
-		}
-	}
+	linux.Namespaces = joinNamespace(s.Linux.Namespaces, specs.NetworkNamespace, path)
 	c.Linux = &linux
 	return &c
 }

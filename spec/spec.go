@@ -46,11 +46,6 @@ func ControlPlane(id, bundle string, s *specs.Spec, paths CgroupPaths, apiDir st
 			return ControlPlaneConfig{}, err
 		}
 	}
-	// The workspace is built from the same bundle after Start, and cannot
-	// be with a user namespace: refuse now, not at the first exec.
-	if hasNamespace(s, specs.UserNamespace) {
-		return ControlPlaneConfig{}, errUserNamespace
-	}
 	init, err := Process(s.Process)
 	if err != nil {
 		return ControlPlaneConfig{}, err

@@ -655,8 +655,6 @@ func TestControlPlaneRejectsMalformed(t *testing.T) {
 		"no process": {Root: &specs.Root{Path: "rootfs"}, Linux: &specs.Linux{}},
 		"no args":    {Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{}, Linux: &specs.Linux{}},
 		"no linux":   {Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{Args: []string{"x"}}},
-		"user namespace": {Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{Args: []string{"x"}},
-			Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.UserNamespace}}}},
 		"relative mount": {Root: &specs.Root{Path: "rootfs"}, Process: &specs.Process{Args: []string{"x"}}, Linux: &specs.Linux{},
 			Mounts: []specs.Mount{{Destination: "relative/path", Type: "tmpfs", Source: "tmpfs"}}},
 	} {

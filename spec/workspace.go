@@ -17,8 +17,6 @@ import (
 	"github.com/sandbox-shim/sandbox-shim/api"
 )
 
-var errUserNamespace = errors.New("user namespaces in the bundle are not supported by io.sandbox.v1")
-
 // ReaperPath is where the workspace's pid 1 is bind-mounted. It sits on the
 // container's own /dev tmpfs, so nothing is written into the shared rootfs.
 const ReaperPath = "/dev/.sandbox-reaper"
@@ -79,6 +77,11 @@ type WorkspaceOptions struct {
 	Settings Settings
 	// NetNS and UTSNS are paths to the control plane's namespaces.
 	NetNS, UTSNS string
+	// UserNS is the path to the control plane's user namespace, which a
+	// bundle with one needs: user code runs under the same mappings (the
+	// rootfs and volumes are owned by ids they map) and as a user of that
+	// namespace, with no capability in it.
+	UserNS string
 	// CgroupPath is the workspace's leaf under the sandbox cgroup.
 	CgroupPath string
 	// Reaper is the host path of the sandbox-reaper binary.
@@ -136,9 +139,6 @@ func userContainerSpec(s *specs.Spec, o WorkspaceOptions, secure *secureVariant)
 	if w.Linux == nil {
 		return nil, errors.New("bundle spec has no linux section")
 	}
-	if hasNamespace(s, specs.UserNamespace) {
-		return nil, errUserNamespace
-	}
 	// Identity: never root, nothing to escalate with.
 	w.Process = &specs.Process{
 		Args:            []string{ReaperPath},
@@ -165,6 +165,16 @@ func userContainerSpec(s *specs.Spec, o WorkspaceOptions, secure *secureVariant)
 	}
 	if hasNamespace(s, specs.CgroupNamespace) {
 		w.Linux.Namespaces = append(w.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	}
+	if hasNamespace(s, specs.UserNamespace) {
+		if o.UserNS == "" {
+			return nil, errors.New("workspace needs the control plane's user namespace")
+		}
+		// Joined, never made: a namespace of its own would own none of the
+		// pod's (network, UTS), so sysfs could not be mounted. libcontainer
+		// reads the mappings from the namespace.
+		w.Linux.Namespaces = append(w.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: o.UserNS})
+		w.Linux.UIDMappings, w.Linux.GIDMappings = nil, nil
 	}
 	// IPC sysctls touch the workspace's own IPC namespace only; the rest
 	// (network ones above all) would rewrite namespaces shared with the

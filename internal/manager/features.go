@@ -24,8 +24,6 @@ const runcModule = "github.com/opencontainers/runc"
 // unsupportedNamespaces are namespaces libcontainer knows that this shim
 // cannot give a bundle.
 var unsupportedNamespaces = []string{
-	// The workspace refuses a bundle's user namespace (spec.WorkspaceSpec).
-	string(specs.UserNamespace),
 	// The workspace gets none: user code would not see the offsets, and
 	// with offsets the workspace cannot even be built, so no exec runs.
 	string(specs.TimeNamespace),
@@ -74,9 +72,11 @@ func buildFeatures(sc *features.Seccomp, libseccompVersion, runcVersion string) 
 				Modes: specconv.KnownMemoryPolicyModes(),
 				Flags: specconv.KnownMemoryPolicyFlags(),
 			},
-			// Said explicitly: containerd refuses idmap mounts and CRI user
-			// namespaces unless this is true, and there is no user namespace.
-			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &disabled}},
+			// containerd gives CRI user namespaces only with idmap mounts.
+			// libcontainer makes them for the control plane as under runc;
+			// user containers keep the bundle's mounts with their mappings,
+			// in the control plane's user namespace.
+			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &enabled}},
 			// The workspace, in the control plane's network namespace, would
 			// try to move the devices a second time and fail to build.
 			NetDevices: &features.NetDevices{Enabled: &disabled},

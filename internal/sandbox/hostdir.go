@@ -9,13 +9,15 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sandbox-shim/sandbox-shim/api"
+	"github.com/sandbox-shim/sandbox-shim/spec"
 )
 
 // prepareHostDir makes the sandbox's directory on the host (0700 root:
 // the host's API socket, the audit trail) and in it the control plane's
 // (0700, the control plane's user's), which the control plane sees at
 // api.ControlPlaneSocketDir. One a dead shim left is taken over, its
-// modes and owners set again.
+// modes and owners set again. controlPlane is the control plane's user on
+// the host (mapped through its user namespace).
 func prepareHostDir(namespace, id string, controlPlane specs.User) error {
 	dir := api.HostDir(namespace, id)
 	fail := func(err error) error { return fmt.Errorf("API directory %s: %w", dir, err) }
@@ -70,6 +72,7 @@ func (sb *Sandbox) PodSandbox() bool { return sb.settings.PodSandbox }
 // ControlPlaneUser is the control plane's uid and gid: they own its API
 // socket.
 func (sb *Sandbox) ControlPlaneUser() (uid, gid int) {
-	u := sb.bundleSpec.Process.User
-	return int(u.UID), int(u.GID)
+	// Mapped at Create already (prepareHostDir), so it cannot fail here.
+	u, g, _ := spec.HostUser(sb.bundleSpec, sb.bundleSpec.Process.User)
+	return int(u), int(g)
 }

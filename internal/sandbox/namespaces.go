@@ -14,34 +14,53 @@ import (
 )
 
 // namespaces are the control plane's namespaces that user containers join
-// (network and UTS), held open from Create to Delete: a fast-exiting init
-// cannot take them away from a user container being built, and secure
-// execs and port reservations need them for the sandbox's whole life.
+// (network and UTS, and its user namespace when the bundle has one), held
+// open from Create to Delete: a fast-exiting init cannot take them away
+// from a user container being built, and secure execs and port
+// reservations need them for the sandbox's whole life.
 type namespaces struct {
 	network, uts *os.File
+	// user is nil when the sandbox runs in the host's user namespace.
+	user *os.File
 }
 
-func openNamespaces(pid int) (*namespaces, error) {
-	network, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-	if err != nil {
+func openNamespaces(pid int, user bool) (_ *namespaces, retErr error) {
+	n := &namespaces{}
+	defer func() {
+		if retErr != nil {
+			n.close()
+		}
+	}()
+	var err error
+	if n.network, err = os.Open(fmt.Sprintf("/proc/%d/ns/net", pid)); err != nil {
 		return nil, fmt.Errorf("control plane network namespace: %w", err)
 	}
-	uts, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid))
-	if err != nil {
-		network.Close()
+	if n.uts, err = os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid)); err != nil {
 		return nil, fmt.Errorf("control plane UTS namespace: %w", err)
 	}
-	return &namespaces{network: network, uts: uts}, nil
+	if user {
+		if n.user, err = os.Open(fmt.Sprintf("/proc/%d/ns/user", pid)); err != nil {
+			return nil, fmt.Errorf("control plane user namespace: %w", err)
+		}
+	}
+	return n, nil
 }
 
-// path names an open namespace for libcontainer, which joins by path.
+// path names an open namespace for libcontainer, which joins by path; ""
+// for none.
 func (n *namespaces) path(f *os.File) string {
+	if f == nil {
+		return ""
+	}
 	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())
 }
 
 func (n *namespaces) close() {
-	n.network.Close()
-	n.uts.Close()
+	for _, f := range []*os.File{n.network, n.uts, n.user} {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // joinedIPCSysctls are the IPC sysctls of the IPC namespace s joins, if it

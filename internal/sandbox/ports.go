@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -39,16 +40,25 @@ type reservedNetwork struct {
 	// bundle is the bundle spec with the namespace the shim made as a path.
 	bundle *specs.Spec
 	// made is that namespace, held until the init holds it; nil when the
-	// bundle named one.
-	made        *os.File
-	reservation *reserve.Reservation
+	// bundle named one. madeUser is the user namespace made to own it,
+	// for a bundle asking for a new user namespace too.
+	made, madeUser *os.File
+	reservation    *reserve.Reservation
 }
 
 func (n *reservedNetwork) close() {
-	if n.made != nil {
-		n.made.Close()
-	}
+	n.release()
 	n.reservation.Close()
+}
+
+// release closes the namespaces made for the bundle, once its init holds
+// them.
+func (n *reservedNetwork) release() {
+	for _, f := range []*os.File{n.made, n.madeUser} {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // reserveNetwork makes the reservation before any code of the sandbox runs.
@@ -69,13 +79,24 @@ func reserveNetwork(s *specs.Spec, settings spec.Settings) (_ *reservedNetwork, 
 	}
 	var ns *os.File
 	var err error
-	if network.Path == "" {
+	userNamespace, inUserNamespace := spec.BundleUserNamespace(s)
+	switch {
+	case network.Path == "" && inUserNamespace && userNamespace.Path == "":
+		// Both made here, as CRI makes a pod's: the network namespace
+		// owned by the user namespace the control plane then joins.
+		if n.madeUser, ns, err = reserve.NewUserNetworkNamespace(
+			sysProcIDMaps(userNamespace.UIDMappings), sysProcIDMaps(userNamespace.GIDMappings)); err != nil {
+			return nil, err
+		}
+		n.made = ns
+		n.bundle = spec.WithUserNamespacePath(spec.WithNetworkPath(s, fdPath(ns)), fdPath(n.madeUser))
+	case network.Path == "":
 		if ns, err = reserve.NewNetworkNamespace(); err != nil {
 			return nil, err
 		}
 		n.made = ns
-		n.bundle = spec.WithNetworkPath(s, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.Fd()))
-	} else {
+		n.bundle = spec.WithNetworkPath(s, fdPath(ns))
+	default:
 		if ns, err = os.Open(network.Path); err != nil {
 			return nil, fmt.Errorf("%w: network namespace of the bundle: %w", errdefs.ErrInvalidArgument, err)
 		}
@@ -209,4 +230,18 @@ func (sb *Sandbox) reconfineUserNetwork() error {
 		return fmt.Errorf("network policy of the fresh workspace: %w", err)
 	}
 	return nil
+}
+
+// fdPath names an fd of the shim for libcontainer, which joins namespaces
+// by path.
+func fdPath(f *os.File) string {
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())
+}
+
+func sysProcIDMaps(mappings []specs.LinuxIDMapping) []syscall.SysProcIDMap {
+	out := make([]syscall.SysProcIDMap, 0, len(mappings))
+	for _, m := range mappings {
+		out = append(out, syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)})
+	}
+	return out
 }

@@ -199,9 +199,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	// The init holds the namespace once it runs; the shim keeps the
 	// reservation (Delete closes it).
 	defer func() {
-		if network.made != nil {
-			network.made.Close()
-		}
+		network.release()
 		if retErr != nil {
 			network.reservation.Close()
 		}
@@ -216,7 +214,11 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	// The control plane's bind mount of the API directory needs it before
 	// its init starts; the API server adds the sockets.
 	if apiDir != "" {
-		if err := prepareHostDir(cfg.Namespace, cfg.ID, s.Process.User); err != nil {
+		uid, gid, err := spec.HostUser(s, s.Process.User)
+		if err != nil {
+			return nil, fail(errdefs.ErrInvalidArgument, err)
+		}
+		if err := prepareHostDir(cfg.Namespace, cfg.ID, specs.User{UID: uid, GID: gid}); err != nil {
 			return nil, fail(nil, err)
 		}
 	}
@@ -291,7 +293,8 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	}
 	sb.recordInitPid() // for the delete action after a shim crash (exitstatus.go)
 	// The init waits on the exec FIFO: its namespaces are there to hold.
-	ns, err := openNamespaces(p.Pid())
+	_, userNamespace := spec.BundleUserNamespace(s)
+	ns, err := openNamespaces(p.Pid(), userNamespace)
 	if err == nil && p.Status() == process.Stopped {
 		// Reaped meanwhile: the pid may already be another process'.
 		ns.close()

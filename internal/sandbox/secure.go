@@ -25,6 +25,7 @@ func (sb *Sandbox) startRunner(ctx context.Context, settings spec.Settings) (*se
 		Settings:         settings,
 		NetNS:            sb.namespaces.path(sb.namespaces.network),
 		UTSNS:            sb.namespaces.path(sb.namespaces.uts),
+		UserNS:           sb.namespaces.path(sb.namespaces.user),
 		UserCgroup:       sb.cgroupPaths.User,
 		Reaper:           sb.reaperBinary,
 		HostMemory:       sb.hostMemory,

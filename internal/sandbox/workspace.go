@@ -113,6 +113,7 @@ func (sb *Sandbox) buildWorkspace(ctx context.Context, ws *workspace) {
 		Settings:         settings,
 		NetNS:            sb.namespaces.path(sb.namespaces.network),
 		UTSNS:            sb.namespaces.path(sb.namespaces.uts),
+		UserNS:           sb.namespaces.path(sb.namespaces.user),
 		CgroupPath:       sb.cgroupPaths.User,
 		Reaper:           sb.reaperBinary,
 		HostMemory:       sb.hostMemory,

@@ -48,8 +48,9 @@ type Config struct {
 	// with its limits as they are now.
 	BundleSpec *specs.Spec
 	Settings   spec.Settings
-	// NetNS and UTSNS are paths to the sandbox's namespaces.
-	NetNS, UTSNS string
+	// NetNS and UTSNS are paths to the sandbox's namespaces; UserNS to
+	// its user namespace, "" when it has none.
+	NetNS, UTSNS, UserNS string
 	// UserCgroup is the workspace's cgroup: each secure container gets a
 	// leaf below it (its pids and memory limits, the network policy).
 	UserCgroup string
@@ -300,7 +301,7 @@ func (r *Runner) containerConfig(id, cgroupPath, rootfs string) (*configs.Config
 	r.templateOnce.Do(func() {
 		r.template, r.templateErr = spec.SecureExec(id, r.cfg.Bundle, r.cfg.BundleSpec, spec.SecureExecOptions{
 			Workspace: spec.WorkspaceOptions{
-				Settings: r.cfg.Settings, NetNS: r.cfg.NetNS, UTSNS: r.cfg.UTSNS,
+				Settings: r.cfg.Settings, NetNS: r.cfg.NetNS, UTSNS: r.cfg.UTSNS, UserNS: r.cfg.UserNS,
 				CgroupPath: cgroupPath, Reaper: r.cfg.Reaper, HostMemory: r.cfg.HostMemory,
 				JoinedIPCSysctls: r.cfg.JoinedIPCSysctls,
 			},
