@@ -36,6 +36,11 @@ type Settings struct {
 	UID, GID uint32
 	// UserFromAnnotation tells whether io.sandbox.user chose the user.
 	UserFromAnnotation bool
+	// SelfRlimits: the user containers' processes set their own rlimits
+	// (the reaper and waiters RLIMIT_CORE 0, each exec its request's),
+	// since the shim cannot set them across the sandbox's user namespace
+	// (Limits.NoCrossNamespacePrlimit).
+	SelfRlimits bool
 	// GroupFromUID tells that the image user's gid was 0 and GID is its uid.
 	GroupFromUID bool
 	// PidsLimit caps the workspace's processes.
@@ -79,6 +84,9 @@ type Limits struct {
 	// Pids is the lowest pids.max among the sandbox cgroup's ancestors;
 	// 0 is none.
 	Pids int64
+	// NoCrossNamespacePrlimit tells that the shim lacks CAP_SYS_RESOURCE:
+	// it cannot set the rlimits of a process in another user namespace.
+	NoCrossNamespacePrlimit bool
 }
 
 // AnnotationError names the annotation and the value that was refused.
@@ -124,6 +132,9 @@ func ParseSettings(s *specs.Spec, l Limits) (Settings, error) {
 	}
 	if err := checkUserNamespace(s, st); err != nil {
 		return Settings{}, err
+	}
+	if _, ok := BundleUserNamespace(s); ok && l.NoCrossNamespacePrlimit {
+		st.SelfRlimits = true
 	}
 	sandboxPids := SandboxPidsLimit(s, l)
 	wsPids, reserve := WorkspacePidsMax(sandboxPids)

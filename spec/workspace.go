@@ -147,7 +147,7 @@ func userContainerSpec(s *specs.Spec, o WorkspaceOptions, secure *secureVariant)
 		User:            specs.User{UID: o.Settings.UID, GID: o.Settings.GID},
 		Capabilities:    &specs.LinuxCapabilities{},
 		NoNewPrivileges: true,
-		Rlimits:         workspaceRlimits(s.Process),
+		Rlimits:         processRlimits(o.Settings, s.Process),
 	}
 	adj := workspaceOOMScoreAdj
 	w.Process.OOMScoreAdj = &adj
@@ -248,6 +248,17 @@ func workspaceRlimits(p *specs.Process) []specs.POSIXRlimit {
 		}
 	}
 	return append(out, specs.POSIXRlimit{Type: "RLIMIT_CORE", Hard: 0, Soft: 0})
+}
+
+// processRlimits are what libcontainer sets on a user container's own
+// processes (reaper, waiters): none with st.SelfRlimits, where they lower
+// RLIMIT_CORE themselves and each waiter applies its exec's rlimits
+// (ExecRequest) before the exec.
+func processRlimits(st Settings, base *specs.Process) []specs.POSIXRlimit {
+	if st.SelfRlimits {
+		return nil
+	}
+	return workspaceRlimits(base)
 }
 
 func workspaceResources(s *specs.Spec, st Settings) *specs.LinuxResources {
@@ -590,7 +601,7 @@ func WaiterProcess(st Settings, base *specs.Process) (*libcontainer.Process, err
 		Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 		Cwd:  "/", User: specs.User{UID: ruid, GID: ruid},
 		NoNewPrivileges: true,
-		Rlimits:         workspaceRlimits(base),
+		Rlimits:         processRlimits(st, base),
 	})
 	if err != nil {
 		return nil, err
@@ -613,7 +624,7 @@ func ReaperProcess(st Settings, base *specs.Process) (*libcontainer.Process, err
 		Args: []string{ReaperPath, ReaperArg}, Cwd: "/",
 		User:            specs.User{UID: ruid, GID: ruid},
 		NoNewPrivileges: true,
-		Rlimits:         workspaceRlimits(base),
+		Rlimits:         processRlimits(st, base),
 	})
 	if err != nil {
 		return nil, err

@@ -125,3 +125,14 @@ func readIPCSysctls(path string) (map[string]string, error) {
 	r := <-done
 	return r.values, r.err
 }
+
+// hasCapability tells whether the shim holds capability c in its
+// effective set.
+func hasCapability(c int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[c/32].Effective&(1<<(uint(c)%32)) != 0
+}

@@ -169,7 +169,7 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 	if err != nil {
 		return nil, fail(nil, err)
 	}
-	settings, err := spec.ParseSettings(s, spec.Limits{Pids: hostPids})
+	settings, err := spec.ParseSettings(s, spec.Limits{Pids: hostPids, NoCrossNamespacePrlimit: !hasCapability(unix.CAP_SYS_RESOURCE)})
 	if err != nil {
 		return nil, fail(errdefs.ErrInvalidArgument, err)
 	}
@@ -262,6 +262,12 @@ func Create(ctx context.Context, cfg Config, events Events) (_ *Sandbox, retErr 
 		}()
 	}
 	root := StateRoot(cfg.Bundle)
+	// 0711, as libcontainer makes each container's state directory: a
+	// secure container's rootfs view lies below, and the root of a user
+	// namespace (a host uid of its own) must pass through to it.
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		return nil, fail(nil, fmt.Errorf("state directory: %w", err))
+	}
 	c, err := libcontainer.Create(root, cfg.ID, controlPlane.Container)
 	if err != nil {
 		return nil, fail(nil, fmt.Errorf("create control plane: %w", err))

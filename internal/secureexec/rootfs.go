@@ -37,10 +37,13 @@ var runnerSeq atomic.Uint64
 // then keeps its state on the sandbox's state root) where it cannot.
 func newStateDir(stateRoot string) string {
 	dir := filepath.Join(stateRoot, stateDirPrefix+strconv.FormatUint(runnerSeq.Add(1), 10))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// 0711 down to each rootfs view: a container in a user namespace
+	// resolves its rootfs path as the namespace's root, a host uid of its
+	// own. The layers stay 0700 and are detached.
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return ""
 	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700,size="+strconv.Itoa(stateDirSize)); err != nil {
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0711,size="+strconv.Itoa(stateDirSize)); err != nil {
 		_ = os.Remove(dir)
 		return ""
 	}
@@ -77,7 +80,7 @@ func newPrivateRootfs(stateDir, id, lower string, sizeBytes int64) (_ *privateRo
 		return nil, fmt.Errorf("private rootfs: bundle rootfs path %q has characters an overlay mount cannot take", lower)
 	}
 	base := filepath.Join(stateDir, RootfsDirName)
-	if err := os.MkdirAll(base, 0o700); err != nil {
+	if err := os.MkdirAll(base, 0o711); err != nil {
 		return nil, fmt.Errorf("private rootfs: %w", err)
 	}
 	merged := filepath.Join(base, id)

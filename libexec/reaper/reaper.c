@@ -231,6 +231,11 @@ static int wait_exec(void)
 			     .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
 	ssize_t n;
 
+	struct rlimit core = {0, 0};
+
+	/* Before any request (and its secrets) arrives: the shim may have set
+	 * no rlimits on this process (Settings.SelfRlimits). */
+	setrlimit(RLIMIT_CORE, &core);
 	fcntl(SOCK_FD, F_SETFD, FD_CLOEXEC);
 	/* The hello names the request layout this binary reads: a shim of
 	 * another version refuses it instead of misreading it. */

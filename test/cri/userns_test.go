@@ -101,7 +101,7 @@ func TestCrictlUserNamespace(t *testing.T) {
 }
 
 // TestCrictlUserNamespaceRefused: a pod whose mapping leaves out the
-// workspace's user is refused at create, with an error naming it, and
+// workspace's user is refused at start (the shim's Create), with an error naming it, and
 // the daemon goes on serving.
 func TestCrictlUserNamespaceRefused(t *testing.T) {
 	c, _, dir := startCRI(t, "userns-small")
@@ -120,13 +120,20 @@ func TestCrictlUserNamespaceRefused(t *testing.T) {
 		"linux":    map[string]any{"security_context": map[string]any{"namespace_options": namespaceOptions}},
 	})
 	podID := c.run("runp", "--runtime", harness.SandboxHandler, pod)
-	out, err := c.tryRun("create", podID, container, pod)
+	// CRI makes the task (the shim's Create) at start.
+	id := c.run("create", podID, container, pod)
+	out, err := c.tryRun("start", id)
 	if err == nil {
-		t.Fatalf("a container whose user namespace leaves out the workspace user was created: %s", out)
+		t.Fatalf("a container whose user namespace leaves out the workspace user started: %s", out)
 	}
 	if !strings.Contains(out, "does not map uid 1000 (the workspace user") {
 		t.Errorf("error does not name the unmapped workspace user: %s", out)
 	}
+	// The daemon and the pod go on.
+	if out := c.run("inspectp", "-o", "go-template", "--template", "{{.status.state}}", podID); out != "SANDBOX_READY" {
+		t.Errorf("pod state after the refused start: %q", out)
+	}
+	c.run("rm", id)
 	c.run("stopp", podID)
 	c.run("rmp", podID)
 }

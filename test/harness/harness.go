@@ -132,6 +132,13 @@ func start(ctx context.Context, namespace string, cri *criSetup) (*Daemon, error
 	if err != nil {
 		return nil, fmt.Errorf("create daemon dir: %w", err)
 	}
+	// 0711 as containerd's own /run/containerd: a container in a user
+	// namespace (its root a host uid of its own) must pass through to its
+	// bundle's rootfs.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		_ = os.Remove(dir)
+		return nil, fmt.Errorf("daemon dir: %w", err)
+	}
 	d := &Daemon{
 		Dir:       dir,
 		Address:   filepath.Join(dir, "c.sock"),
