@@ -86,14 +86,14 @@ func TestRuntimeInfo(t *testing.T) {
 	}
 
 	t.Run("only-what-io.sandbox-supports", func(t *testing.T) {
-		skipUnderRunc(t, "runc supports user namespaces, idmap mounts, systemd cgroups and net devices")
-		// The workspace refuses a bundle's user namespace, so CRI must not
-		// think it can ask for one (hostUsers: false) or for idmap mounts.
-		if slices.Contains(l.Namespaces, "user") {
-			t.Errorf("user namespace advertised: %v", l.Namespaces)
+		skipUnderRunc(t, "runc supports time namespaces, systemd cgroups and net devices")
+		// CRI gives pods user namespaces (hostUsers: false) only to a
+		// runtime that has both.
+		if !slices.Contains(l.Namespaces, "user") {
+			t.Errorf("user namespace not advertised: %v", l.Namespaces)
 		}
-		if m := l.MountExtensions; m != nil && m.IDMap != nil && isTrue(m.IDMap.Enabled) {
-			t.Error("idmap mounts advertised")
+		if m := l.MountExtensions; m == nil || m.IDMap == nil || !isTrue(m.IDMap.Enabled) {
+			t.Error("idmap mounts not advertised")
 		}
 		// The workspace would not share a time namespace's offsets.
 		if slices.Contains(l.Namespaces, "time") {
