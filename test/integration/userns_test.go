@@ -50,7 +50,11 @@ func TestUserNamespaceContainer(t *testing.T) {
 		t.Errorf("control plane /sys/class/net = %q (%v), want lo alone", out, err)
 	}
 	out, stderr, code := runExec(t, ctx, task, "ids", "sh", "-c", "id -u; cat /proc/self/uid_map; stat -c %u:%g /bin/busybox; ls /sys/class/net")
-	if got := strings.Join(strings.Fields(out), " "); code != 0 || got != "1000 0 310000 65536 0:0 lo" {
+	wantUID := "1000"
+	if isRunc() {
+		wantUID = "0" // runc's exec is the container's root
+	}
+	if got := strings.Join(strings.Fields(out), " "); code != 0 || got != wantUID+" 0 310000 65536 0:0 lo" {
 		t.Errorf("workspace: %q (exit %d, stderr %q), want uid 1000, the mapping, a root-owned rootfs and sysfs of the sandbox's network", got, code, stderr)
 	}
 	if isRunc() {
