@@ -57,19 +57,6 @@ var contradictsGuarantee = map[string]string{
 	"[k8s.io] Security Context NamespaceOption runtime should support HostIpc is true":                                                                                    reasonIPC,
 }
 
-// notSupported are cases that need what the shim does not support yet: user namespaces
-// (Create refuses them, so the handler does not advertise them and critest skips these).
-// They are gaps, not guarantees; README.md lists them.
-var notSupported = map[string]string{
-	"[k8s.io] Security Context UserNamespaces when Host idmap mount support is not needed runtime should fail if container ID 0 is not mapped":   reasonUserNamespaces,
-	"[k8s.io] Security Context UserNamespaces when Host idmap mount support is not needed runtime should fail if more than one mapping provided": reasonUserNamespaces,
-	"[k8s.io] Security Context UserNamespaces when Host idmap mount support is not needed runtime should fail with NamespaceMode_CONTAINER":      reasonUserNamespaces,
-	"[k8s.io] Security Context UserNamespaces when Host idmap mount support is not needed runtime should fail with NamespaceMode_TARGET":         reasonUserNamespaces,
-	"[k8s.io] Security Context UserNamespaces when Host idmap mount support is not needed runtime should support NamespaceMode_NODE":             reasonUserNamespaces,
-}
-
-const reasonUserNamespaces = "user namespaces are not supported by the shim yet"
-
 // specReport is the part of a ginkgo JSON report's spec used here.
 type specReport struct {
 	ContainerHierarchyTexts []string
@@ -186,17 +173,16 @@ func TestCritest(t *testing.T) {
 		sandbox, runc := results[harness.SandboxHandler][n], results[harness.RuncHandler][n]
 		fmt.Fprintf(w, "%s\t%s\t%s\n", sandbox, runc, n)
 		_, exempt := contradictsGuarantee[n]
-		_, unsupported := notSupported[n]
 		switch {
-		case runc == "passed" && sandbox != "passed" && !exempt && !unsupported:
+		case runc == "passed" && sandbox != "passed" && !exempt:
 			t.Errorf("passes on runc, %s on sandbox: %s", sandbox, n)
-		case (exempt || unsupported) && sandbox == "passed":
+		case exempt && sandbox == "passed":
 			t.Errorf("listed as not passing on sandbox, but passes there: %s", n)
 		case exempt && runc != "passed":
 			// Still true of sandbox; the stand-ins or this machine fail it on runc too.
 			t.Logf("listed as contradicting a guarantee, %s on runc here: %s", runc, n)
 		}
-		if (exempt || unsupported) && !bytes.Contains(readme, []byte(n)) {
+		if exempt && !bytes.Contains(readme, []byte(n)) {
 			t.Errorf("README.md does not list %q", n)
 		}
 	}
