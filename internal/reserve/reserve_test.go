@@ -2,8 +2,12 @@ package reserve
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -227,4 +231,62 @@ func TestMakeWithoutIPv6(t *testing.T) {
 		}
 	}
 	t.Logf("dual-stack %v; binds that worked: %v", res.Listeners[0].DualStack, got)
+}
+
+// TestNewUserNetworkNamespace: the network namespace is owned by the new
+// user namespace (so a container in it can mount sysfs), which is not the
+// test's own; ports can be reserved in it; no holder process is left.
+func TestNewUserNetworkNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	before := childCount(t)
+	user, network, err := NewUserNetworkNamespace(
+		[]syscall.SysProcIDMap{{ContainerID: 0, HostID: 320000, Size: 65536}},
+		[]syscall.SysProcIDMap{{ContainerID: 0, HostID: 320000, Size: 65536}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer user.Close()
+	defer network.Close()
+	owner, err := unix.IoctlRetInt(int(network.Fd()), unix.NS_GET_USERNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(owner)
+	var ownerStat, userStat, selfStat unix.Stat_t
+	if err := unix.Fstat(owner, &ownerStat); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fstat(int(user.Fd()), &userStat); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat("/proc/self/ns/user", &selfStat); err != nil {
+		t.Fatal(err)
+	}
+	if ownerStat.Ino != userStat.Ino {
+		t.Errorf("network namespace owned by user namespace %d, want the new one %d", ownerStat.Ino, userStat.Ino)
+	}
+	if userStat.Ino == selfStat.Ino {
+		t.Error("the new user namespace is the test's own")
+	}
+	r, err := Make(Request{NetworkNamespace: network, Ports: []uint16{8080}})
+	if err != nil {
+		t.Fatalf("reserve in the new namespace: %v", err)
+	}
+	r.Close()
+	if after := childCount(t); after != before {
+		t.Errorf("%d children before, %d after: the holder was left", before, after)
+	}
+}
+
+func childCount(t *testing.T) int {
+	t.Helper()
+	n := 0
+	lists, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", os.Getpid()))
+	for _, l := range lists {
+		b, _ := os.ReadFile(l)
+		n += len(strings.Fields(string(b)))
+	}
+	return n
 }
