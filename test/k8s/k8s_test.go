@@ -111,4 +111,36 @@ spec:
 		t.Error("the workspace sees the execSecure canary")
 	}
 	kubectl("delete", "pod", "agent", "--grace-period=2", "--wait=true")
+
+	// hostUsers: false, a user namespace of the pod's own: the kubelet
+	// gives it ids of its choosing, user code runs in it as uid 1000.
+	userns := filepath.Join(t.TempDir(), "userns.yaml")
+	if err := os.WriteFile(userns, []byte(`apiVersion: v1
+kind: Pod
+metadata:
+  name: agent-userns
+spec:
+  nodeName: `+harness.NodeName+`
+  runtimeClassName: sandbox
+  hostUsers: false
+  containers:
+    - name: agent
+      image: `+harness.Image+`
+      imagePullPolicy: Never
+      command: ["/bin/sh", "-c", "echo control-plane-up; exec sleep 3600"]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl("apply", "-f", userns)
+	kubectl("wait", "--for=condition=Ready", "pod/agent-userns", "--timeout=60s")
+	out = kubectl("exec", "agent-userns", "--", "sh", "-c", "id -u; cat /proc/self/uid_map")
+	if f := strings.Fields(out); len(f) != 4 || f[0] != "1000" || f[1] != "0" || f[2] == "0" {
+		t.Errorf("exec in a hostUsers: false pod: %q, want uid 1000 and a mapping of ids 0.. to other host ids", out)
+	}
+	_, _ = c.Kubectl(ctx, "exec", "agent-userns", "--", "sh", "-c", "kill -9 -1").CombinedOutput()
+	time.Sleep(3 * time.Second)
+	if out := kubectl("get", "pod", "agent-userns", "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.phase}"); out != "0 Running" {
+		t.Errorf("hostUsers: false pod after kill -9 -1: %q, want 0 restarts and Running", out)
+	}
+	kubectl("delete", "pod", "agent-userns", "--grace-period=2", "--wait=true")
 }
