@@ -124,17 +124,7 @@ func TestCrictl(t *testing.T) {
 	}
 	ctrID := c.run("create", podID, container, pod)
 	c.run("start", ctrID)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st := c.run("inspect", "-o", "go-template", "--template", "{{.status.state}}", ctrID)
-		if st == "CONTAINER_RUNNING" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("container state %q after 30s", st)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitRunning(t, c, ctrID)
 
 	// exec -s (ExecSync) and a streamed exec both land in the workspace.
 	if out := c.run("exec", "-s", ctrID, "id", "-u"); out != "1000" {

@@ -24,22 +24,7 @@ const usernsHostBase = 300000
 // owned as in the image, and cannot kill the control plane; execSecure
 // works there too.
 func TestCrictlUserNamespace(t *testing.T) {
-	c, _, dir := startCRI(t, "userns")
-	mapping := []map[string]any{{"container_id": 0, "host_id": usernsHostBase, "length": 65536}}
-	namespaceOptions := map[string]any{"userns_options": map[string]any{"mode": 0 /* POD */, "uids": mapping, "gids": mapping}}
-	pod := writeJSON(t, filepath.Join(dir, "userns-pod.json"), map[string]any{
-		"metadata":      map[string]any{"name": "userns", "namespace": "default", "uid": "sst-pod-userns", "attempt": 0},
-		"log_directory": dir,
-		"linux": map[string]any{"cgroup_parent": c.d.CgroupParent(),
-			"security_context": map[string]any{"namespace_options": namespaceOptions}},
-	})
-	container := writeJSON(t, filepath.Join(dir, "userns-container.json"), map[string]any{
-		"metadata": map[string]any{"name": "agent"},
-		"image":    map[string]any{"image": harness.Image},
-		"command":  []string{"/bin/sh", "-c", "echo control-plane-up; exec sleep 3600"},
-		"log_path": "agent.log",
-		"linux":    map[string]any{"security_context": map[string]any{"namespace_options": namespaceOptions}},
-	})
+	c, pod, container := startUsernsPod(t, "userns", 65536)
 	podID := c.run("runp", "--runtime", harness.SandboxHandler, pod)
 	ctrID := c.run("create", podID, container, pod)
 	c.run("start", ctrID)
@@ -104,21 +89,7 @@ func TestCrictlUserNamespace(t *testing.T) {
 // workspace's user is refused at start (the shim's Create), with an error naming it, and
 // the daemon goes on serving.
 func TestCrictlUserNamespaceRefused(t *testing.T) {
-	c, _, dir := startCRI(t, "userns-small")
-	mapping := []map[string]any{{"container_id": 0, "host_id": usernsHostBase, "length": 500}}
-	namespaceOptions := map[string]any{"userns_options": map[string]any{"mode": 0 /* POD */, "uids": mapping, "gids": mapping}}
-	pod := writeJSON(t, filepath.Join(dir, "small-pod.json"), map[string]any{
-		"metadata":      map[string]any{"name": "userns-small", "namespace": "default", "uid": "sst-pod-userns-small", "attempt": 0},
-		"log_directory": dir,
-		"linux": map[string]any{"cgroup_parent": c.d.CgroupParent(),
-			"security_context": map[string]any{"namespace_options": namespaceOptions}},
-	})
-	container := writeJSON(t, filepath.Join(dir, "small-container.json"), map[string]any{
-		"metadata": map[string]any{"name": "agent"},
-		"image":    map[string]any{"image": harness.Image},
-		"command":  []string{"sleep", "3600"},
-		"linux":    map[string]any{"security_context": map[string]any{"namespace_options": namespaceOptions}},
-	})
+	c, pod, container := startUsernsPod(t, "userns-small", 500)
 	podID := c.run("runp", "--runtime", harness.SandboxHandler, pod)
 	// CRI makes the task (the shim's Create) at start.
 	id := c.run("create", podID, container, pod)
@@ -136,6 +107,31 @@ func TestCrictlUserNamespaceRefused(t *testing.T) {
 	c.run("rm", id)
 	c.run("stopp", podID)
 	c.run("rmp", podID)
+}
+
+// startUsernsPod starts a CRI daemon and writes the config of pod name, in
+// a user namespace of its own mapping length ids from usernsHostBase, and
+// of its container (whose command is the control plane's and says it
+// started), which CRI requires to ask for the same namespace.
+func startUsernsPod(t *testing.T, name string, length int) (c crictl, pod, container string) {
+	t.Helper()
+	c, _, dir := startCRI(t, name)
+	mapping := []map[string]any{{"container_id": 0, "host_id": usernsHostBase, "length": length}}
+	namespaceOptions := map[string]any{"userns_options": map[string]any{"mode": 0 /* POD */, "uids": mapping, "gids": mapping}}
+	pod = writeJSON(t, filepath.Join(dir, "userns-pod.json"), map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": "sst-pod-" + name, "attempt": 0},
+		"log_directory": dir,
+		"linux": map[string]any{"cgroup_parent": c.d.CgroupParent(),
+			"security_context": map[string]any{"namespace_options": namespaceOptions}},
+	})
+	container = writeJSON(t, filepath.Join(dir, "userns-container.json"), map[string]any{
+		"metadata": map[string]any{"name": "agent"},
+		"image":    map[string]any{"image": harness.Image},
+		"command":  []string{"/bin/sh", "-c", "echo control-plane-up; exec sleep 3600"},
+		"log_path": "agent.log",
+		"linux":    map[string]any{"security_context": map[string]any{"namespace_options": namespaceOptions}},
+	})
+	return c, pod, container
 }
 
 func waitRunning(t *testing.T, c crictl, id string) {

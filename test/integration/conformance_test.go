@@ -581,19 +581,27 @@ func TestMismatchedReaperRefused(t *testing.T) {
 // binary at the absolute path shim, removed when the test ends.
 func containerWithRuntimePath(t *testing.T, ctx context.Context, shim string) client.Container {
 	t.Helper()
+	id := newID(t)
+	return imageContainer(t, ctx, id, func(img client.Image) []client.NewContainerOpts {
+		return []client.NewContainerOpts{
+			client.WithNewSnapshot(id, img),
+			client.WithRuntime(shim, nil),
+			client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "120")),
+		}
+	})
+}
+
+// imageContainer creates container id from the test image with the options
+// opts gives for it (snapshot, runtime, spec), removed when the test ends.
+func imageContainer(t *testing.T, ctx context.Context, id string, opts func(client.Image) []client.NewContainerOpts) client.Container {
+	t.Helper()
 	img, err := d.Client.GetImage(ctx, harness.Image)
 	if err != nil {
 		t.Fatalf("get image: %v", err)
 	}
-	id := newID(t)
-	c, err := d.Client.NewContainer(ctx, id,
-		client.WithImage(img),
-		client.WithNewSnapshot(id, img),
-		client.WithRuntime(shim, nil),
-		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "120")),
-	)
+	c, err := d.Client.NewContainer(ctx, id, append([]client.NewContainerOpts{client.WithImage(img)}, opts(img)...)...)
 	if err != nil {
-		t.Fatalf("new container with runtime %s: %v", shim, err)
+		t.Fatalf("new container %s: %v", id, err)
 	}
 	d.CleanupContainer(t, id)
 	return c

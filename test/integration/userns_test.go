@@ -9,8 +9,6 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/sandbox-shim/sandbox-shim/test/harness"
 )
 
 // TestUserNamespaceContainer: a container with a user namespace of its own
@@ -23,22 +21,15 @@ func TestUserNamespaceContainer(t *testing.T) {
 	ctx := testCtx(t)
 	const base = 310000
 	mapping := []specs.LinuxIDMapping{{ContainerID: 0, HostID: base, Size: 65536}}
-	img, err := d.Client.GetImage(ctx, harness.Image)
-	if err != nil {
-		t.Fatalf("get image: %v", err)
-	}
 	id := newID(t)
-	c, err := d.Client.NewContainer(ctx, id,
-		client.WithImage(img),
-		client.WithUserNSRemappedSnapshot(id, img, mapping, mapping),
-		client.WithRuntime(runtimeName, nil),
-		client.WithNewSpec(oci.WithImageConfig(img), oci.WithUserNamespace(mapping, mapping),
-			oci.WithProcessArgs("sleep", "120")),
-	)
-	if err != nil {
-		t.Fatalf("new container: %v", err)
-	}
-	d.CleanupContainer(t, id)
+	c := imageContainer(t, ctx, id, func(img client.Image) []client.NewContainerOpts {
+		return []client.NewContainerOpts{
+			client.WithUserNSRemappedSnapshot(id, img, mapping, mapping),
+			client.WithRuntime(runtimeName, nil),
+			client.WithNewSpec(oci.WithImageConfig(img), oci.WithUserNamespace(mapping, mapping),
+				oci.WithProcessArgs("sleep", "120")),
+		}
+	})
 	task, _ := startTask(t, ctx, c, nullIO())
 
 	uidMap, err := os.ReadFile("/proc/" + strconv.Itoa(int(task.Pid())) + "/uid_map")

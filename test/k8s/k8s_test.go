@@ -41,8 +41,17 @@ func TestPodOnRuntimeClass(t *testing.T) {
 	}
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
 	kubectl("apply", "-f", filepath.Join(root, "deploy", "runtimeclass.yaml"))
-	pod := filepath.Join(t.TempDir(), "pod.yaml")
-	if err := os.WriteFile(pod, []byte(`apiVersion: v1
+	// applyPod creates a pod from its manifest and waits until it is ready.
+	applyPod := func(name, manifest string) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), name+".yaml")
+		if err := os.WriteFile(path, []byte(manifest), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		kubectl("apply", "-f", path)
+		kubectl("wait", "--for=condition=Ready", "pod/"+name, "--timeout=60s")
+	}
+	applyPod("agent", `apiVersion: v1
 kind: Pod
 metadata:
   name: agent
@@ -61,11 +70,7 @@ spec:
       resources: {limits: {memory: 512Mi, cpu: "1"}}
       volumeMounts: [{name: work, mountPath: /workspace}]
   volumes: [{name: work, emptyDir: {}}]
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	kubectl("apply", "-f", pod)
-	kubectl("wait", "--for=condition=Ready", "pod/agent", "--timeout=60s")
+`)
 
 	if out := kubectl("exec", "agent", "--", "id", "-u"); out != "1000" {
 		t.Errorf("kubectl exec id -u = %q, want 1000 (the workspace)", out)
@@ -114,8 +119,7 @@ spec:
 
 	// hostUsers: false, a user namespace of the pod's own: the kubelet
 	// gives it ids of its choosing, user code runs in it as uid 1000.
-	userns := filepath.Join(t.TempDir(), "userns.yaml")
-	if err := os.WriteFile(userns, []byte(`apiVersion: v1
+	applyPod("agent-userns", `apiVersion: v1
 kind: Pod
 metadata:
   name: agent-userns
@@ -128,11 +132,7 @@ spec:
       image: `+harness.Image+`
       imagePullPolicy: Never
       command: ["/bin/sh", "-c", "echo control-plane-up; exec sleep 3600"]
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	kubectl("apply", "-f", userns)
-	kubectl("wait", "--for=condition=Ready", "pod/agent-userns", "--timeout=60s")
+`)
 	out = kubectl("exec", "agent-userns", "--", "sh", "-c", "id -u; cat /proc/self/uid_map")
 	if f := strings.Fields(out); len(f) != 4 || f[0] != "1000" || f[1] != "0" || f[2] == "0" {
 		t.Errorf("exec in a hostUsers: false pod: %q, want uid 1000 and a mapping of ids 0.. to other host ids", out)
